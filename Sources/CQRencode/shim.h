@@ -1,0 +1,4 @@
+#ifndef WATCHWORD_CQRENCODE_SHIM_H
+#define WATCHWORD_CQRENCODE_SHIM_H
+#include <qrencode.h>
+#endif

@@ -1,0 +1,1 @@
+// The login flow, store and policy.
