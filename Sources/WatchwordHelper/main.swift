@@ -1,1 +1,63 @@
-print("watchword-helper")
+// watchword-helper: the verification side of pam_watchword.so.
+//
+// Run only by the PAM module, as root, with a socket on fds 0 and 1 (see
+// docs/helper-protocol.md). It reads who is logging in, asks for a code through the
+// module, checks it against the state store and reports the outcome both on the socket
+// and as its exit status.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import WatchwordCore
+
+/// The protocol exit status for "cannot run": the module maps it to PAM_AUTHINFO_UNAVAIL.
+let unavailable = LoginOutcome.unavailable.exitStatus
+
+func refuse(_ message: String) -> Never {
+    let text = "watchword-helper: \(message)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(unavailable)
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count == 2, arguments[1] == "--pam" else {
+    refuse("this program is run by pam_watchword.so, not by hand; use 'watchword' to manage users")
+}
+guard runningAsRoot() else { refuse("must run as root") }
+var in0 = stat()
+var out1 = stat()
+guard fstat(0, &in0) == 0, fstat(1, &out1) == 0, (in0.st_mode & S_IFMT) == S_IFSOCK,
+    in0.st_ino == out1.st_ino, in0.st_dev == out1.st_dev
+else {
+    refuse("fds 0 and 1 must be the socket from pam_watchword.so")
+}
+signal(SIGPIPE, SIG_IGN)
+
+var channel = ModuleChannel(fd: 0)
+let header: Header
+do {
+    header = try channel.readHeader()
+} catch {
+    refuse("bad header from the module: \(error)")
+}
+
+var conversation = SocketConversation(channel: channel, debug: header.debug)
+let outcome: LoginOutcome
+do {
+    let config = try Config.load(path: header.config)
+    guard config.store.backend == .files else {
+        throw StoreError.unsupported("store backend '\(config.store.backend.rawValue)' is not supported by this build")
+    }
+    let store = try FileStore(path: header.stateDir, create: false)
+    let flow = LoginFlow(config: config, store: store)
+    let request = LoginRequest(
+        user: header.user, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
+    outcome = flow.run(request, conversation: &conversation)
+} catch {
+    conversation.log(.err, "user \(header.user): denied: \(error)")
+    conversation.error("Two-factor authentication is unavailable; contact your administrator.")
+    outcome = .unavailable
+}
+conversation.channel.send("result \(header.nonce) \(outcome.rawValue)")
+exit(outcome.exitStatus)

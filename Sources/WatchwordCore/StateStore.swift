@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import WatchwordCrypto
+
+/// Why the state could not be used. Every case denies a login.
+public enum StoreError: Error, Sendable, CustomStringConvertible {
+    case untrusted(FileTrustError)
+    case corrupt(path: String, StateFormatError)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case .untrusted(let e): "state \(e)"
+        case .corrupt(let path, let e): "state file \(path) is corrupt: \(e)"
+        case .unsupported(let what): what
+        }
+    }
+}
+
+/// Where user state lives. The login flow, the policy and the CLI see only this, so the
+/// local files and a shared database can stand behind it alike.
+public protocol StateStore: Sendable {
+    /// The user's record as it is now, or nil when not enrolled; takes no lock.
+    func load(_ user: UserName) throws(StoreError) -> UserRecord?
+
+    /// Runs `body` on the user's record under an exclusive lock and stores what it leaves:
+    /// a changed record is written atomically, nil removes it.
+    func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R
+
+    /// Every enrolled user, sorted.
+    func users() throws(StoreError) -> [UserName]
+
+    /// The key for hashing recovery codes; made on first use when `create` is set.
+    func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey?
+}
+
+/// The default store: one file per user under a root-only directory.
+///
+/// Layout: `DIR/users/NAME` (the record), `DIR/locks/NAME` (its lock file, never removed),
+/// `DIR/recovery.key` (32 random bytes). Directories root 0700, files root 0600.
+public final class FileStore: StateStore, @unchecked Sendable {
+    public static let defaultPath = "/var/lib/watchword"
+    public static let keyFile = "recovery.key"
+
+    public let path: String
+    private let root: SecureDirectory
+    private let create: Bool
+
+    /// Opens the state directory; with `create` (the CLI) it and its subdirectories are made
+    /// when missing, never fixed when they exist with the wrong owner or mode.
+    public init(path: String = FileStore.defaultPath, create: Bool) throws(StoreError) {
+        self.path = path
+        self.create = create
+        do {
+            root = try SecureDirectory.open(path, create: create)
+        } catch {
+            throw .untrusted(error)
+        }
+    }
+
+    private func directory(_ name: String) throws(StoreError) -> SecureDirectory? {
+        do {
+            return try root.subdirectory(name, create: create)
+        } catch .system(let e) where e.errno == ENOENT && !create {
+            return nil
+        } catch {
+            throw .untrusted(error)
+        }
+    }
+
+    public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
+        guard let users = try directory("users") else { return nil }
+        return try read(user, in: users)
+    }
+
+    private func read(_ user: UserName, in users: SecureDirectory) throws(StoreError) -> UserRecord? {
+        let bytes: [UInt8]?
+        do {
+            bytes = try users.read(user.value, limit: UserRecord.maxFileSize)
+        } catch {
+            throw .untrusted(error)
+        }
+        guard let bytes else { return nil }
+        do {
+            return try UserRecord.parse(bytes, expectedUser: user)
+        } catch {
+            throw .corrupt(path: users.join(user.value), error)
+        }
+    }
+
+    public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
+        guard let users = try directory("users"), let locks = try directory("locks") else {
+            // Nothing is enrolled and nothing may be created: run on an empty record.
+            var none: UserRecord? = nil
+            let result = try body(&none)
+            if none != nil { throw StoreError.unsupported("the state directory is read-only for this caller") }
+            return result
+        }
+        let lock: FileLock
+        do {
+            lock = try locks.lock(user.value)
+        } catch {
+            throw StoreError.untrusted(error)
+        }
+        defer { lock.release() }
+        let before = try read(user, in: users)
+        var record = before
+        let result = try body(&record)
+        if record != before {
+            do {
+                if let record {
+                    try users.writeAtomically(user.value, record.serialized())
+                } else {
+                    try users.remove(user.value)
+                }
+            } catch {
+                throw StoreError.untrusted(error)
+            }
+        }
+        return result
+    }
+
+    public func users() throws(StoreError) -> [UserName] {
+        guard let users = try directory("users") else { return [] }
+        let names: [String]
+        do {
+            names = try users.entries()
+        } catch {
+            throw .untrusted(error)
+        }
+        return names.compactMap { try? UserName($0) }.sorted()
+    }
+
+    public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {
+        do {
+            if let bytes = try root.read(Self.keyFile, limit: 1024) {
+                guard bytes.count == 32 else {
+                    throw StoreError.corrupt(
+                        path: root.join(Self.keyFile),
+                        StateFormatError(line: 0, message: "key is \(bytes.count) bytes, not 32"))
+                }
+                return SymmetricKey(bytes: bytes)
+            }
+            guard create, let locks = try directory("locks") else { return nil }
+            let lock = try locks.lock(".recovery-key")
+            defer { lock.release() }
+            if let bytes = try root.read(Self.keyFile, limit: 1024), bytes.count == 32 {
+                return SymmetricKey(bytes: bytes)
+            }
+            guard let fresh = try? SecureRandom.bytes(count: 32) else {
+                throw StoreError.unsupported("the kernel's random number generator failed")
+            }
+            try root.writeAtomically(Self.keyFile, fresh)
+            return SymmetricKey(bytes: fresh)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as FileTrustError {
+            throw .untrusted(error)
+        } catch {
+            throw .unsupported("\(error)")
+        }
+    }
+}

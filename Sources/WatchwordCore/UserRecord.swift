@@ -1,0 +1,223 @@
+import WatchwordCrypto
+import WatchwordOTP
+
+/// Everything watchword keeps about one user: the OTP enrollment, counters for replay and
+/// lockout, and the keyed hashes of unused recovery codes.
+public struct UserRecord: Sendable, Equatable {
+    public var user: UserName
+    public var created: Int64
+    public var otp: OTPEnrollment?
+    public var failures: Int = 0
+    /// Unix time until which logins are refused without checking a code; 0 when not locked.
+    public var lockedUntil: Int64 = 0
+    public var lastSuccess: Int64 = 0
+    /// Keyed hashes (hex) of unused recovery codes.
+    public var recoveryCodeHashes: [String] = []
+
+    public init(user: UserName, created: Int64) {
+        self.user = user
+        self.created = created
+    }
+
+    public var isEnrolled: Bool { otp != nil || !recoveryCodeHashes.isEmpty }
+
+    /// Seconds of lockout left at `now`, or nil when not locked.
+    public func lockoutRemaining(at now: Int64) -> Int64? {
+        lockedUntil > now ? lockedUntil - now : nil
+    }
+}
+
+/// A TOTP or HOTP token.
+public struct OTPEnrollment: Sendable, Equatable {
+    public enum Kind: String, Sendable { case totp, hotp }
+    public var kind: Kind
+    public var secret: [UInt8]
+    public var algorithm: OTPAlgorithm
+    public var digits: Int
+    /// TOTP time step in seconds.
+    public var period: Int
+    /// HOTP: the next counter value expected.
+    public var counter: UInt64
+    /// TOTP: the last time step accepted; a code is accepted only for a later step.
+    public var lastStep: UInt64?
+    public var issuer: String
+
+    public init(
+        kind: Kind, secret: [UInt8], algorithm: OTPAlgorithm = .sha1, digits: Int = 6, period: Int = 30,
+        counter: UInt64 = 0, lastStep: UInt64? = nil, issuer: String = "watchword"
+    ) {
+        self.kind = kind
+        self.secret = secret
+        self.algorithm = algorithm
+        self.digits = digits
+        self.period = period
+        self.counter = counter
+        self.lastStep = lastStep
+        self.issuer = issuer
+    }
+}
+
+/// A state file that cannot be used.
+public struct StateFormatError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let line: Int
+    public let message: String
+    public var description: String { line > 0 ? "line \(line): \(message)" : message }
+}
+
+/// The user file format, version 1: a `watchword-user 1` header, one `key value` per line,
+/// an `end` line last (so a truncated file is seen as such). Strict: unknown, missing or
+/// repeated keys and bad values are errors.
+extension UserRecord {
+    public static let formatHeader = "watchword-user 1"
+    public static let maxFileSize = 64 * 1024
+    public static let maxRecoveryCodes = 64
+
+    public func serialized() -> [UInt8] {
+        var lines = [Self.formatHeader, "user \(user.value)", "created \(created)"]
+        if let otp {
+            lines.append("otp \(otp.kind.rawValue)")
+            lines.append("otp.secret \(Base32.encode(otp.secret))")
+            lines.append("otp.algorithm \(otp.algorithm.rawValue)")
+            lines.append("otp.digits \(otp.digits)")
+            lines.append("otp.period \(otp.period)")
+            lines.append("otp.counter \(otp.counter)")
+            lines.append("otp.last_step \(otp.lastStep.map { String($0) } ?? "none")")
+            lines.append("otp.issuer \(otp.issuer)")
+        }
+        lines.append("failures \(failures)")
+        lines.append("locked_until \(lockedUntil)")
+        lines.append("last_success \(lastSuccess)")
+        for hash in recoveryCodeHashes { lines.append("recovery \(hash)") }
+        lines.append("end")
+        return Array((lines.joined(separator: "\n") + "\n").utf8)
+    }
+
+    public static func parse(_ bytes: [UInt8], expectedUser: UserName) throws(StateFormatError) -> UserRecord {
+        guard bytes.count <= maxFileSize else {
+            throw StateFormatError(line: 0, message: "file is larger than \(maxFileSize) bytes")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw StateFormatError(line: 0, message: "file is not UTF-8")
+        }
+        guard text.hasSuffix("\n") else { throw StateFormatError(line: 0, message: "file is truncated (no final newline)") }
+        let lines = text.dropLast().split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.first == Substring(formatHeader) else {
+            throw StateFormatError(line: 1, message: "not a watchword user file of version 1")
+        }
+        guard lines.last == "end" else { throw StateFormatError(line: lines.count, message: "file is truncated (no 'end' line)") }
+
+        var fields: [String: (String, Int)] = [:]
+        var recovery: [String] = []
+        for (offset, line) in lines.enumerated().dropFirst().dropLast() {
+            let number = offset + 1
+            guard !line.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw StateFormatError(line: number, message: "control character")
+            }
+            guard let space = line.firstIndex(of: " ") else {
+                throw StateFormatError(line: number, message: "expected 'key value'")
+            }
+            let key = String(line[..<space])
+            let value = String(line[line.index(after: space)...])
+            if key == "recovery" {
+                guard value.utf8.count == 64, Hex.decode(value) != nil, value == value.lowercased() else {
+                    throw StateFormatError(line: number, message: "recovery hash is not 64 lowercase hex digits")
+                }
+                recovery.append(value)
+                continue
+            }
+            guard fields[key] == nil else { throw StateFormatError(line: number, message: "'\(key)' appears twice") }
+            fields[key] = (value, number)
+        }
+        guard recovery.count <= maxRecoveryCodes else {
+            throw StateFormatError(line: 0, message: "more than \(maxRecoveryCodes) recovery codes")
+        }
+
+        var reader = FieldReader(fields: fields)
+        let userText = try reader.take("user")
+        guard userText == expectedUser.value else {
+            throw StateFormatError(line: reader.line("user"), message: "file names user '\(userText)', not '\(expectedUser)'")
+        }
+        var record = UserRecord(user: expectedUser, created: try reader.int("created", 0...Int64.max))
+        if let kindText = reader.takeOptional("otp") {
+            guard let kind = OTPEnrollment.Kind(rawValue: kindText) else {
+                throw StateFormatError(line: reader.line("otp"), message: "unknown otp kind '\(kindText)'")
+            }
+            let secretText = try reader.take("otp.secret")
+            let secret: [UInt8]
+            do {
+                secret = try Base32.decode(secretText)
+            } catch {
+                throw StateFormatError(line: reader.line("otp.secret"), message: "otp.secret is not base32")
+            }
+            let algorithmText = try reader.take("otp.algorithm")
+            guard let algorithm = OTPAlgorithm(rawValue: algorithmText) else {
+                throw StateFormatError(line: reader.line("otp.algorithm"), message: "unknown algorithm '\(algorithmText)'")
+            }
+            let digits = Int(try reader.int("otp.digits", 6...8))
+            let period = Int(try reader.int("otp.period", 1...3600))
+            let counter = try reader.uint("otp.counter")
+            let lastStepText = try reader.take("otp.last_step")
+            var lastStep: UInt64? = nil
+            if lastStepText != "none" {
+                guard let step = UInt64(lastStepText) else {
+                    throw StateFormatError(line: reader.line("otp.last_step"), message: "otp.last_step is not a number")
+                }
+                lastStep = step
+            }
+            let issuer = try reader.take("otp.issuer")
+            do {
+                _ = try HOTP(secret: secret, algorithm: algorithm, digits: digits)
+            } catch {
+                throw StateFormatError(line: reader.line("otp.secret"), message: "\(error)")
+            }
+            record.otp = OTPEnrollment(
+                kind: kind, secret: secret, algorithm: algorithm, digits: digits, period: period, counter: counter,
+                lastStep: lastStep, issuer: issuer)
+        }
+        record.failures = Int(try reader.int("failures", 0...1_000_000_000))
+        record.lockedUntil = try reader.int("locked_until", 0...Int64.max)
+        record.lastSuccess = try reader.int("last_success", 0...Int64.max)
+        record.recoveryCodeHashes = recovery
+        if let (key, (_, line)) = reader.remaining.first {
+            throw StateFormatError(line: line, message: "unknown key '\(key)'")
+        }
+        return record
+    }
+}
+
+private struct FieldReader {
+    var remaining: [String: (String, Int)]
+    private let all: [String: (String, Int)]
+
+    init(fields: [String: (String, Int)]) {
+        remaining = fields
+        all = fields
+    }
+
+    func line(_ key: String) -> Int { all[key]?.1 ?? 0 }
+
+    mutating func takeOptional(_ key: String) -> String? {
+        remaining.removeValue(forKey: key)?.0
+    }
+
+    mutating func take(_ key: String) throws(StateFormatError) -> String {
+        guard let value = takeOptional(key) else { throw StateFormatError(line: 0, message: "'\(key)' is missing") }
+        return value
+    }
+
+    mutating func int(_ key: String, _ range: ClosedRange<Int64>) throws(StateFormatError) -> Int64 {
+        let text = try take(key)
+        guard let n = Int64(text), range.contains(n), text == String(n) else {
+            throw StateFormatError(line: line(key), message: "\(key) '\(text)' is not a valid number")
+        }
+        return n
+    }
+
+    mutating func uint(_ key: String) throws(StateFormatError) -> UInt64 {
+        let text = try take(key)
+        guard let n = UInt64(text), text == String(n) else {
+            throw StateFormatError(line: line(key), message: "\(key) '\(text)' is not a valid number")
+        }
+        return n
+    }
+}

@@ -1,0 +1,102 @@
+import WatchwordCrypto
+import WatchwordOTP
+
+/// What checking one answer did.
+public enum Verdict: Sendable, Equatable {
+    case accepted(Method)
+    /// A wrong, reused or expired code; counted as a failure.
+    case rejected(failures: Int, lockedFor: Int64?)
+    /// Not a code at all (empty, not digits, too long); refused without counting.
+    case malformed(String)
+    /// Locked before the answer was looked at.
+    case locked(remaining: Int64)
+
+    public enum Method: String, Sendable { case totp, hotp, recovery }
+}
+
+/// The policy applied to one answer: replay refusal, the HOTP look-ahead, recovery codes,
+/// and failure counting with a doubling lockout. Pure: time and key are passed in.
+public struct Verifier: Sendable {
+    public let policy: Policy
+    public init(policy: Policy) { self.policy = policy }
+
+    /// Trims surrounding white space; a code is 1–64 ASCII digits, else nil.
+    public static func normalize(_ answer: [UInt8]) -> String? {
+        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C]
+        var slice = answer[...]
+        while let first = slice.first, space.contains(first) { slice = slice.dropFirst() }
+        while let last = slice.last, space.contains(last) { slice = slice.dropLast() }
+        guard !slice.isEmpty, slice.count <= 64, slice.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return String(decoding: slice, as: UTF8.self)
+    }
+
+    /// Checks `answer` against the record at `now`, updating replay state, counters and lockout.
+    public func check(_ answer: [UInt8], record: inout UserRecord, now: Int64, key: SymmetricKey?) -> Verdict {
+        if let remaining = record.lockoutRemaining(at: now) { return .locked(remaining: remaining) }
+        guard let code = Self.normalize(answer) else {
+            return .malformed(answer.isEmpty ? "empty answer" : "answer is not a code of digits")
+        }
+        if let method = acceptOTP(code, record: &record, now: now) {
+            return succeed(method, record: &record, now: now)
+        }
+        if let key, let index = RecoveryCodes.match(code, user: record.user, key: key, hashes: record.recoveryCodeHashes) {
+            record.recoveryCodeHashes.remove(at: index)
+            return succeed(.recovery, record: &record, now: now)
+        }
+        return fail(record: &record, now: now)
+    }
+
+    private func succeed(_ method: Verdict.Method, record: inout UserRecord, now: Int64) -> Verdict {
+        record.failures = 0
+        record.lockedUntil = 0
+        record.lastSuccess = now
+        return .accepted(method)
+    }
+
+    /// Counts a failure; from `maxFailures` on, each failure locks for twice as long as the
+    /// one before, up to `lockoutMaxSeconds`.
+    public func fail(record: inout UserRecord, now: Int64) -> Verdict {
+        record.failures = min(record.failures + 1, 1_000_000_000)
+        guard record.failures >= policy.maxFailures else { return .rejected(failures: record.failures, lockedFor: nil) }
+        let doublings = min(record.failures - policy.maxFailures, 30)
+        let seconds = min(Int64(policy.lockoutSeconds) << Int64(doublings), Int64(policy.lockoutMaxSeconds))
+        record.lockedUntil = now + seconds
+        return .rejected(failures: record.failures, lockedFor: seconds)
+    }
+
+    private func acceptOTP(_ code: String, record: inout UserRecord, now: Int64) -> Verdict.Method? {
+        guard var otp = record.otp, code.utf8.count == otp.digits else { return nil }
+        guard let hotp = try? HOTP(secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits) else { return nil }
+        let given = Array(code.utf8)
+        switch otp.kind {
+        case .totp:
+            guard now >= 0 else { return nil }
+            let current = UInt64(now) / UInt64(otp.period)
+            var matched: UInt64? = nil
+            let low = current >= UInt64(policy.window) ? current - UInt64(policy.window) : 0
+            for step in low...(current + UInt64(policy.window)) {
+                // Every candidate is computed and compared so timing says nothing about which matched.
+                let equal = constantTimeEquals(Array(hotp.code(counter: step).utf8), given)
+                let fresh = otp.lastStep.map { step > $0 } ?? true
+                if equal && fresh && matched == nil { matched = step }
+            }
+            guard let step = matched else { return nil }
+            otp.lastStep = step
+            record.otp = otp
+            return .totp
+        case .hotp:
+            var matched: UInt64? = nil
+            for offset in 0...UInt64(policy.hotpLookahead) {
+                let (counter, overflow) = otp.counter.addingReportingOverflow(offset)
+                if overflow { break }
+                if constantTimeEquals(Array(hotp.code(counter: counter).utf8), given) && matched == nil {
+                    matched = counter
+                }
+            }
+            guard let counter = matched else { return nil }
+            otp.counter = counter + 1
+            record.otp = otp
+            return .hotp
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// The login flow, store and policy.

@@ -1,0 +1,155 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import WatchwordCore
+
+/// What the module says about the login before anything else.
+struct Header {
+    var nonce = ""
+    var user = ""
+    var service = ""
+    var rhost = ""
+    var tty = ""
+    var stateDir = ""
+    var config = ""
+    var debug = false
+}
+
+struct ProtocolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The socket to the module: bounded line reads, exact byte reads, and writes that cannot
+/// raise SIGPIPE.
+struct ModuleChannel {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    static let maxLine = 4096
+    static let maxAnswer = 4096
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Reads more bytes into the buffer; false at end of stream or on error.
+    private mutating func fill() -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let n = chunk.withUnsafeMutableBytes { raw in
+            while true {
+                let r = recv(fd, raw.baseAddress, raw.count, 0)
+                if r < 0 && errno == EINTR { continue }
+                return r
+            }
+        }
+        guard n > 0 else { return false }
+        buffer.append(contentsOf: chunk[0..<n])
+        return true
+    }
+
+    mutating func readLine() throws -> [UInt8] {
+        while true {
+            if let newline = buffer.firstIndex(of: 0x0A) {
+                let line = Array(buffer[..<newline])
+                buffer.removeFirst(newline + 1)
+                return line
+            }
+            guard buffer.count <= Self.maxLine else { throw ProtocolError("line too long") }
+            guard fill() else { throw ProtocolError("the module closed the connection") }
+        }
+    }
+
+    mutating func readBytes(_ count: Int) throws -> [UInt8] {
+        while buffer.count < count {
+            guard fill() else { throw ProtocolError("the module closed the connection") }
+        }
+        let bytes = Array(buffer[..<count])
+        buffer.removeFirst(count)
+        return bytes
+    }
+
+    func send(_ line: String) {
+        var bytes = Array(line.utf8)
+        bytes.append(0x0A)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+
+    mutating func readHeader() throws -> Header {
+        guard String(decoding: try readLine(), as: UTF8.self) == "WATCHWORD 1" else {
+            throw ProtocolError("expected 'WATCHWORD 1'")
+        }
+        var header = Header()
+        var seen: Set<String> = []
+        while true {
+            let line = String(decoding: try readLine(), as: UTF8.self)
+            if line == "end" { break }
+            let key = String(line.prefix { $0 != " " })
+            let value = line.count > key.count ? String(line.dropFirst(key.count + 1)) : ""
+            guard !seen.contains(key) else { throw ProtocolError("'\(key)' twice") }
+            seen.insert(key)
+            switch key {
+            case "nonce":
+                guard value.utf8.count == 32, value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
+                else { throw ProtocolError("bad nonce") }
+                header.nonce = value
+            case "user": header.user = value
+            case "service": header.service = value
+            case "rhost": header.rhost = value
+            case "tty": header.tty = value
+            case "state_dir": header.stateDir = value
+            case "config": header.config = value
+            case "debug": header.debug = value == "1"
+            default: throw ProtocolError("unknown header '\(key)'")
+            }
+            guard seen.count <= 16 else { throw ProtocolError("too many header lines") }
+        }
+        for required in ["nonce", "user", "service", "state_dir", "config"] where !seen.contains(required) {
+            throw ProtocolError("'\(required)' missing")
+        }
+        return header
+    }
+}
+
+/// The login flow's conversation, carried over the module's socket.
+struct SocketConversation: Conversation {
+    var channel: ModuleChannel
+    let debug: Bool
+
+    /// Protocol lines carry printable text only and stay well under the module's 1024 bytes.
+    private func clean(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if out.utf8.count > 900 { return out + "…" }
+            out.unicodeScalars.append(scalar.value < 0x20 || scalar.value == 0x7F ? "?" : scalar)
+        }
+        return out
+    }
+
+    mutating func prompt(_ text: String) -> Answer {
+        channel.send("prompt " + clean(text))
+        guard let reply = try? channel.readLine() else { return .failed }
+        let line = String(decoding: reply, as: UTF8.self)
+        if line == "too-long" { return .tooLong }
+        if line == "conv-error" { return .failed }
+        guard line.hasPrefix("answer "), let count = Int(line.dropFirst(7)), count >= 0,
+            count <= ModuleChannel.maxAnswer, let bytes = try? channel.readBytes(count)
+        else { return .failed }
+        return .text(bytes)
+    }
+
+    mutating func info(_ text: String) { channel.send("info " + clean(text)) }
+    mutating func error(_ text: String) { channel.send("error " + clean(text)) }
+
+    mutating func log(_ priority: LogPriority, _ text: String) {
+        if priority == .debug && !debug { return }
+        channel.send("log \(priority.rawValue) " + clean(text))
+    }
+}
