@@ -1,0 +1,95 @@
+import ArgumentParser
+import WatchwordCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options every command takes: where the state and the config are.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("The state directory.", valueName: "dir"))
+    var stateDirectory = FileStore.defaultPath
+
+    @Option(name: .customLong("config"), help: ArgumentHelp("The config file.", valueName: "file"))
+    var configPath = Config.defaultPath
+
+    func validate() throws {
+        guard stateDirectory.hasPrefix("/") else {
+            throw ValidationError("--state-dir must be an absolute path")
+        }
+        guard configPath.hasPrefix("/") else { throw ValidationError("--config must be an absolute path") }
+    }
+
+    /// Checks for root, loads the config and opens the store, creating the state directory
+    /// when `create` is set and it is missing.
+    func open(create: Bool) throws -> (Config, any StateStore) {
+        guard runningAsRoot() else { throw CLIError("must be run as root") }
+        let config = try Config.load(path: configPath)
+        guard config.store.backend == .files else {
+            throw CLIError("store backend '\(config.store.backend.rawValue)' is not supported by this build")
+        }
+        return (config, try FileStore(path: stateDirectory, create: create))
+    }
+}
+
+/// Whether to print JSON instead of text.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+}
+
+/// A user named on the command line, validated before any path is built.
+struct UserArgument: ParsableArguments {
+    @Argument(help: ArgumentHelp("The user's login name.", valueName: "user"))
+    var name: String
+
+    var user: UserName { try! UserName(name) }
+
+    func validate() throws {
+        do {
+            _ = try UserName(name)
+        } catch {
+            throw ValidationError("invalid user name: \(error)")
+        }
+    }
+}
+
+/// An error the CLI reports as `watchword: MESSAGE` with exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Loads a record or fails with a clear message when the user is not enrolled.
+func requireRecord(_ store: any StateStore, _ user: UserName) throws -> UserRecord {
+    guard let record = try store.load(user) else { throw CLIError("\(user) is not enrolled") }
+    return record
+}
+
+func writeStandardError(_ text: String) {
+    _ = text.withCString { write(2, $0, strlen($0)) }
+}
+
+/// The local host name, for the default issuer.
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "watchword" }
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return name.isEmpty ? "watchword" : name
+}
+
+/// Whether the system knows this user (a warning only: directory users may be resolved later).
+func systemHasUser(_ user: UserName) -> Bool {
+    getpwnam(user.value) != nil
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`, or `never` for 0.
+func formatTime(_ time: Int64) -> String {
+    guard time > 0 else { return "never" }
+    var t = time_t(time)
+    var parts = tm()
+    gmtime_r(&t, &parts)
+    var buffer = [CChar](repeating: 0, count: 64)
+    let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S UTC", &parts)
+    return n > 0 ? String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : String(time)
+}
