@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs watchword on Debian/Ubuntu, as root: builds a release, installs the CLI, the
+# helper, the PAM module, the config template and the state directory with the owners
+# and modes the security rules ask for. Safe to run again (an existing config and state
+# are kept). It does not touch /etc/pam.d or sshd: see the next steps it prints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PREFIX=${PREFIX:-/usr/local}
+SBIN="$PREFIX/sbin"
+LIBEXEC="$PREFIX/libexec/watchword"
+SHARE="$PREFIX/share/watchword"
+CONFIG_DIR=/etc/watchword
+STATE_DIR=/var/lib/watchword
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'install: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs into $SBIN, the PAM directory, /etc and /var/lib)"
+command -v swift >/dev/null || die "Swift is not on PATH (https://www.swift.org/install/linux/)"
+
+say "Debian packages"
+bash install/deps.sh
+
+say "Building (release, static Swift runtime)"
+swift build -c release --static-swift-stdlib --product watchword
+swift build -c release --static-swift-stdlib --product watchword-helper
+bin=$(swift build -c release --show-bin-path)
+make -s -C pam clean all
+
+say "Installing"
+install -d -o root -g root -m 0755 "$SBIN" "$LIBEXEC" "$SHARE"
+install -o root -g root -m 0755 "$bin/watchword" "$SBIN/watchword"
+install -o root -g root -m 0755 "$bin/watchword-helper" "$LIBEXEC/watchword-helper"
+make -s -C pam install
+install -o root -g root -m 0644 install/pam.d-sshd install/pam.d-sudo install/sshd_config-watchword.conf "$SHARE/"
+
+install -d -o root -g root -m 0700 "$CONFIG_DIR"
+if [ -e "$CONFIG_DIR/config.toml" ]; then
+    say "Keeping the existing $CONFIG_DIR/config.toml"
+else
+    install -o root -g root -m 0600 install/config.toml "$CONFIG_DIR/config.toml"
+fi
+if [ -d "$STATE_DIR" ]; then
+    say "Keeping the existing state in $STATE_DIR"
+else
+    install -d -o root -g root -m 0700 "$STATE_DIR"
+fi
+
+# Refuse to leave a state or config directory that the helper would refuse at login.
+for d in "$CONFIG_DIR" "$STATE_DIR"; do
+    [ "$(stat -c '%u %a' "$d")" = "0 700" ] || die "$d must be owned by root with mode 0700 (it is $(stat -c '%U %a' "$d")); fix it by hand"
+done
+
+pamdir=$(dirname "$(find /lib /usr/lib -name pam_unix.so -print -quit)")
+cat <<TXT
+
+watchword is installed:
+  $SBIN/watchword                       the admin command (try: watchword --help)
+  $LIBEXEC/watchword-helper     run by the PAM module at each login
+  $pamdir/pam_watchword.so
+  $CONFIG_DIR/config.toml               settings (root, 0600)
+  $STATE_DIR/                          user state (root, 0700)
+
+Next steps:
+  1. Enroll a user and scan the QR code with an authenticator app:
+       watchword enroll alice --totp
+  2. Keep a root shell open, then ask for the code in sudo: add this line to
+     /etc/pam.d/sudo right after '@include common-auth':
+       auth required pam_watchword.so
+     and try: sudo -k; sudo -u alice sudo true   (or: pamtester sudo alice authenticate)
+  3. For SSH, see $SHARE/pam.d-sshd and $SHARE/sshd_config-watchword.conf.
+  Users who are not enrolled are refused; add 'nullok' to the line to let them through
+  while you enroll everybody.
+TXT
