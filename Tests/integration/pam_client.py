@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""A minimal PAM application with a scripted conversation (ctypes + libpam).
+
+pamtester's conversation (libpam_misc's misc_conv) cuts answers at 4095
+bytes and cannot refuse to answer, so tests that need that drive the module
+through this client instead. Run it like pamtester, under pam_wrapper:
+
+    LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=DIR \\
+        python3 pam_client.py SERVICE USER RESPONSES_JSON [FLAGS]
+
+RESPONSES_JSON is a JSON list, one entry per echo-off/echo-on prompt:
+a string (the answer), null (the conversation fails: PAM_CONV_ERR) or
+{"repeat": "x", "count": N} (the answer "x" * N) or {"delay": SECONDS,
+"answer": ANSWER} (a user who takes that long to type). A prompt beyond the list
+fails the conversation. FLAGS is an integer passed to pam_authenticate.
+
+Prints one JSON object on stdout: {"rc": <pam code>, "error": <pam_strerror>,
+"messages": [{"style": n, "msg": text}, ...]}. Exit status 0 on PAM_SUCCESS,
+1 otherwise (like pamtester).
+"""
+import ctypes
+import ctypes.util
+import json
+import sys
+import time
+
+PAM_PROMPT_ECHO_OFF = 1
+PAM_PROMPT_ECHO_ON = 2
+PAM_SUCCESS = 0
+PAM_CONV_ERR = 19
+
+
+class PamMessage(ctypes.Structure):
+    _fields_ = [("msg_style", ctypes.c_int), ("msg", ctypes.c_char_p)]
+
+
+class PamResponse(ctypes.Structure):
+    _fields_ = [("resp", ctypes.c_void_p), ("resp_retcode", ctypes.c_int)]
+
+
+CONV_FUNC = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.POINTER(ctypes.POINTER(PamMessage)),
+    ctypes.POINTER(ctypes.POINTER(PamResponse)),
+    ctypes.c_void_p,
+)
+
+
+class PamConv(ctypes.Structure):
+    _fields_ = [("conv", CONV_FUNC), ("appdata_ptr", ctypes.c_void_p)]
+
+
+def main():
+    service, user, responses = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    flags = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.calloc.restype = ctypes.c_void_p
+    libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    # The global scope, so that pam_wrapper's LD_PRELOADed pam_start wins.
+    libpam = ctypes.CDLL(None)
+    try:
+        libpam.pam_start
+    except AttributeError:
+        libpam = ctypes.CDLL("libpam.so.0")
+    libpam.pam_start.argtypes = [ctypes.c_char_p, ctypes.c_char_p,
+                                 ctypes.POINTER(PamConv),
+                                 ctypes.POINTER(ctypes.c_void_p)]
+    libpam.pam_authenticate.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpam.pam_end.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpam.pam_strerror.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpam.pam_strerror.restype = ctypes.c_char_p
+
+    messages = []
+    pending = list(responses)
+
+    def conv(num_msg, msgs, resp_out, _appdata):
+        replies = libc.calloc(num_msg, ctypes.sizeof(PamResponse))
+        if not replies:
+            return PAM_CONV_ERR
+        array = ctypes.cast(replies, ctypes.POINTER(PamResponse))
+        for i in range(num_msg):
+            style = msgs[i].contents.msg_style
+            text = msgs[i].contents.msg.decode("utf-8", "replace")
+            messages.append({"style": style, "msg": text})
+            if style not in (PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON):
+                continue
+            answer = pending.pop(0) if pending else None
+            if answer is None:
+                # libpam frees nothing on failure; leaking this is fine here.
+                return PAM_CONV_ERR
+            if isinstance(answer, dict) and "delay" in answer:
+                time.sleep(answer["delay"])
+                answer = answer["answer"]
+            if isinstance(answer, dict):
+                answer = answer["repeat"] * answer["count"]
+            data = answer.encode()
+            buf = libc.malloc(len(data) + 1)
+            ctypes.memmove(buf, data + b"\0", len(data) + 1)
+            array[i].resp = buf
+            array[i].resp_retcode = 0
+        resp_out[0] = array
+        return PAM_SUCCESS
+
+    conv_struct = PamConv(CONV_FUNC(conv), None)
+    handle = ctypes.c_void_p()
+    rc = libpam.pam_start(service.encode(), user.encode(),
+                          ctypes.byref(conv_struct), ctypes.byref(handle))
+    if rc == PAM_SUCCESS:
+        rc = libpam.pam_authenticate(handle, flags)
+    error = libpam.pam_strerror(handle, rc).decode()
+    libpam.pam_end(handle, rc)
+    print(json.dumps({"rc": rc, "error": error, "messages": messages}))
+    sys.stdout.flush()
+    return 0 if rc == PAM_SUCCESS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+/*
+ * Small string helpers shared by the pam_watchword sources.
+ */
+#ifndef WATCHWORD_UTIL_H
+#define WATCHWORD_UTIL_H
+
+#include <stddef.h>
+
+/* A control byte: below 0x20, or DEL. */
+static inline int ww_is_control(unsigned char c) {
+    return c < 0x20 || c == 0x7f;
+}
+
+/*
+ * Copy src (NULL counts as "") into dst of size dstlen (> 0), replacing
+ * control bytes by '?' and truncating to dstlen-1 bytes. For log lines.
+ */
+void ww_sanitize(char *dst, size_t dstlen, const char *src);
+
+#endif
