@@ -9,6 +9,9 @@
  *
  * Anything the helper does outside the protocol denies the login.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* close_range, explicit_bzero */
+#endif
 #include "helper.h"
 #include "util.h"
 
@@ -648,6 +651,10 @@ static enum talk_end talk(struct run *r, const char *header, size_t header_len,
                 break;
             }
         } else if (strncmp(line, "info ", 5) == 0) {
+            /*
+             * Showing a message may block in the application (a dialog),
+             * so the helper's next stretch starts afterwards.
+             */
             relay_message(r, PAM_TEXT_INFO, line + 5);
             set_deadline(r);
         } else if (strncmp(line, "error ", 6) == 0) {

@@ -14,6 +14,10 @@ Typical use::
         assert res.rc == 0, res.output
         assert res.logged("outcome=success")
 
+``run_pam_conv`` does the same through pam_client.py when a test needs a
+scripted conversation (answers over 4095 bytes, a failing conversation,
+PAM_SILENT with the exact messages, a slow user).
+
 Tests must run as root: the module insists on a root-owned helper.
 """
 from __future__ import annotations

@@ -553,6 +553,8 @@ def test_timeout_bounds_are_accepted(run_pam, good_helper):
         res = run_pam(f"helper={good_helper} timeout={value}", "alice",
                       CODE + "\n")
         assert res.rc == 0, res.output
+        assert MSG_SUCCESS in res.output
+        assert res.logged("outcome=success result=PAM_SUCCESS")
 
 
 def test_default_helper_path_is_used(run_pam):
