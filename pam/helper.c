@@ -16,6 +16,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -307,6 +308,16 @@ static void __attribute__((noreturn)) exec_helper(int sock, const char *helper,
             (void)close((int)fd);
     }
 
+    /*
+     * A setuid caller (sudo) runs us with the invoking user as the real uid;
+     * the helper must be wholly root, so that user can neither signal nor
+     * trace it, and so its own root check holds.
+     */
+    if (geteuid() == 0) {
+        if (setgroups(0, NULL) != 0 || setresgid(0, 0, 0) != 0 ||
+            setresuid(0, 0, 0) != 0)
+            _exit(127);
+    }
     if (setsid() < 0)
         _exit(127);
     execve(helper, child_argv, child_envp);
@@ -601,6 +612,31 @@ enum talk_end {
     TALK_TIMEOUT, /* the helper did not act in time */
 };
 
+/*
+ * log <priority> <text>: the helper's reason for an outcome, written with
+ * pam_syslog so it lands in the service's authpriv log. The text was cleaned
+ * of control bytes by read_line's caller rules; debug lines need `debug`.
+ */
+static void relay_log(struct run *r, const char *rest) {
+    static const struct {
+        const char *word;
+        int priority;
+    } levels[] = {{"err ", LOG_ERR},       {"warning ", LOG_WARNING},
+                  {"notice ", LOG_NOTICE}, {"info ", LOG_INFO},
+                  {"debug ", LOG_DEBUG}};
+
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        size_t n = strlen(levels[i].word);
+        if (strncmp(rest, levels[i].word, n) != 0)
+            continue;
+        if (levels[i].priority == LOG_DEBUG && !r->opts->debug)
+            return;
+        pam_syslog(r->pamh, levels[i].priority, "%s", rest + n);
+        return;
+    }
+    pam_syslog(r->pamh, LOG_WARNING, "helper log line with unknown priority");
+}
+
 /* Send the header and relay messages until the result line or a failure. */
 static enum talk_end talk(struct run *r, const char *header, size_t header_len,
                           enum ww_outcome *reported, unsigned int *messages) {
@@ -660,6 +696,8 @@ static enum talk_end talk(struct run *r, const char *header, size_t header_len,
         } else if (strncmp(line, "error ", 6) == 0) {
             relay_message(r, PAM_ERROR_MSG, line + 6);
             set_deadline(r);
+        } else if (strncmp(line, "log ", 4) == 0) {
+            relay_log(r, line + 4);
         } else if (strncmp(line, "result ", 7) == 0) {
             *reported = parse_result(r, line + 7);
             if (*reported == WW_OUTCOME_NONE) {

@@ -1,0 +1,89 @@
+"""A watchword installation in a temp directory: the real CLI and the real helper,
+a private state directory and config, and codes from the independent oathtool."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import REPO_ROOT, install_helper, make_root_dir
+
+BUILD = Path(os.environ.get("WATCHWORD_BUILD", REPO_ROOT / ".build" / "debug"))
+CLI = BUILD / "watchword"
+HELPER = BUILD / "watchword-helper"
+
+
+def oathtool_totp(secret_b32: str, at: float | None = None, *, algorithm="sha1",
+                  digits=6, period=30) -> str:
+    """The TOTP code at time `at` (default now), computed by oathtool."""
+    when = int(time.time() if at is None else at)
+    argv = ["oathtool", "--base32", f"--totp={algorithm.upper()}", f"--digits={digits}",
+            f"--time-step-size={period}s", f"--now=@{when}", secret_b32]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def oathtool_hotp(secret_b32: str, counter: int, digits=6) -> str:
+    argv = ["oathtool", "--base32", f"--digits={digits}", "-c", str(counter), secret_b32]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def secret_of(uri: str) -> str:
+    from urllib.parse import parse_qs, urlparse
+    return parse_qs(urlparse(uri).query)["secret"][0]
+
+
+class Watchword:
+    """One private watchword: a root 0700 base with state/ and etc/config.toml."""
+
+    def __init__(self, base: Path, helper_dir: Path):
+        self.base = make_root_dir(base, 0o700)
+        self.state = self.base / "state"
+        self.etc = make_root_dir(self.base / "etc", 0o700)
+        self.config = self.etc / "config.toml"
+        self.helper = install_helper(HELPER, helper_dir)
+
+    # --- CLI -------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True, input: str | None = None,
+            state: bool = True) -> subprocess.CompletedProcess:
+        argv = [str(CLI), *args]
+        if state and args and not args[0].startswith("-"):
+            argv += ["--state-dir", str(self.state), "--config", str(self.config)]
+        proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def enroll(self, user: str, *extra: str) -> dict:
+        """Enrolls with --json; returns the object plus 'secret'."""
+        kind = [] if ("--hotp" in extra or "--totp" in extra) else ["--totp"]
+        out = json.loads(self.cli("enroll", user, *kind, *extra, "--json").stdout)
+        out["secret"] = secret_of(out["otpauth_uri"])
+        return out
+
+    def show(self, user: str) -> dict:
+        return json.loads(self.cli("show", user, "--json").stdout)
+
+    def write_config(self, text: str, mode: int = 0o600) -> None:
+        self.config.write_text(text)
+        os.chown(self.config, 0, 0)
+        os.chmod(self.config, mode)
+
+    def user_file(self, user: str) -> Path:
+        return self.state / "users" / user
+
+    def args(self, extra: str = "") -> str:
+        """Module arguments pointing at this installation."""
+        return f"helper={self.helper} state_dir={self.state} config={self.config} {extra}".strip()
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the state directory, for before/after comparisons."""
+        out = {}
+        for root, _, files in os.walk(self.state):
+            for f in files:
+                p = Path(root) / f
+                if not p.is_symlink() and p.is_file():
+                    out[str(p.relative_to(self.state))] = p.read_bytes()
+        return out
