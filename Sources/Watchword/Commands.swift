@@ -38,7 +38,13 @@ struct List: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        let (_, store) = try global.open(create: false)
+        let store: any StateStore
+        do {
+            store = try global.open(create: false).1
+        } catch is NoStateDirectory {
+            print(output.json ? "[]" : "No users enrolled.")
+            return
+        }
         let now = unixTimeNow()
         var records: [UserRecord] = []
         for name in try store.users() {
@@ -111,6 +117,7 @@ struct Remove: ParsableCommand {
     func run() throws {
         let (_, store) = try global.open(create: false)
         let name = user.user
+        _ = try requireRecord(store, name)
         try store.update(name) { (record: inout UserRecord?) throws in
             guard record != nil else { throw CLIError("\(name) is not enrolled") }
             record = nil
@@ -128,6 +135,7 @@ struct Unlock: ParsableCommand {
     func run() throws {
         let (_, store) = try global.open(create: false)
         let name = user.user
+        _ = try requireRecord(store, name)
         let before = try store.update(name) { (record: inout UserRecord?) throws -> Int in
             guard var current = record else { throw CLIError("\(name) is not enrolled") }
             let failures = current.failures
@@ -152,6 +160,7 @@ struct RecoveryCodesCommand: ParsableCommand {
     func run() throws {
         let (_, store) = try global.open(create: false)
         let name = user.user
+        _ = try requireRecord(store, name)
         guard let key = try store.recoveryKey(create: true) else { throw CLIError("could not make the recovery key") }
         let codes = try RecoveryCodes.generate()
         try store.update(name) { (record: inout UserRecord?) throws in

@@ -28,7 +28,14 @@ struct GlobalOptions: ParsableArguments {
         guard config.store.backend == .files else {
             throw CLIError("store backend '\(config.store.backend.rawValue)' is not supported by this build")
         }
-        return (config, try FileStore(path: stateDirectory, create: create))
+        do {
+            return (config, try FileStore(path: stateDirectory, create: create))
+        } catch {
+            if !create, case .untrusted(.system(let e)) = error, e.errno == ENOENT {
+                throw NoStateDirectory(path: stateDirectory)
+            }
+            throw error
+        }
     }
 }
 
@@ -58,6 +65,12 @@ struct UserArgument: ParsableArguments {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The state directory does not exist yet: nobody is enrolled.
+struct NoStateDirectory: Error, CustomStringConvertible {
+    let path: String
+    var description: String { "no state directory at \(path): nobody is enrolled yet" }
 }
 
 /// Loads a record or fails with a clear message when the user is not enrolled.

@@ -1,4 +1,10 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import WatchwordCore
+import WatchwordCrypto
+import WatchwordOTP
 
 /// The admin command: enroll users and look after their second factor.
 @main
@@ -22,3 +28,33 @@ struct Watchword: ParsableCommand {
 }
 
 let watchwordVersion = "0.1.0"
+
+extension Watchword {
+    /// Runs the command; our own errors print as `watchword: MESSAGE` (exit 1), argument
+    /// errors with ArgumentParser's usage text.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as CLIError {
+            fail(error.description)
+        } catch let error as StoreError {
+            fail(error.description)
+        } catch let error as ConfigError {
+            fail(error.description)
+        } catch let error as NoStateDirectory {
+            fail(error.description)
+        } catch let error as OTPError {
+            fail(error.description)
+        } catch let error as CryptoError {
+            fail("random number generator failed: \(error)")
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        writeStandardError("watchword: \(message)\n")
+        Glibc.exit(1)
+    }
+}
