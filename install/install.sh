@@ -52,7 +52,7 @@ for d in "$CONFIG_DIR" "$STATE_DIR"; do
     [ "$(stat -c '%u %a' "$d")" = "0 700" ] || die "$d must be owned by root with mode 0700 (it is $(stat -c '%U %a' "$d")); fix it by hand"
 done
 
-pamdir=$(dirname "$(find /lib /usr/lib -name pam_unix.so -print -quit)")
+pamdir=$(dirname "$(find -H /lib /usr/lib -name pam_unix.so -print -quit)")
 cat <<TXT
 
 watchword is installed:

@@ -24,7 +24,7 @@ if [ -n "$users" ] && [ $force = 0 ]; then
     exit 1
 fi
 
-pamdir=$(dirname "$(find /lib /usr/lib -name pam_unix.so -print -quit)")
+pamdir=$(dirname "$(find -H /lib /usr/lib -name pam_unix.so -print -quit)")
 rm -f "$PREFIX/sbin/watchword" "$pamdir/pam_watchword.so"
 rm -rf "$PREFIX/libexec/watchword" "$PREFIX/share/watchword"
 if [ $purge = 1 ]; then

@@ -1,0 +1,72 @@
+"""The real sudo with pam_watchword.so: a private /etc/pam.d/sudo and /etc/sudoers are
+bind-mounted inside `unshare -m`, so the machine's own files are never touched."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ww import Watchword, oathtool_totp
+
+USER = "nobody"  # exists everywhere; needs no password since the private stack asks only for the code
+
+
+@pytest.fixture
+def ww(tmp_path, helper_dir, pam_module) -> Watchword:
+    if not shutil.which("sudo") or not shutil.which("unshare"):
+        pytest.skip("sudo and unshare are needed")
+    return Watchword(tmp_path / "ww", helper_dir)
+
+
+def run_sudo(ww: Watchword, pam_module, tmp_path, stdin: str, module_args: str = "") -> subprocess.CompletedProcess:
+    pam = tmp_path / "sudo.pam"
+    pam.write_text(
+        "#%PAM-1.0\n"
+        f"auth required {pam_module} {ww.args(module_args)}\n"
+        "account required pam_permit.so\n"
+        "session required pam_permit.so\n")
+    sudoers = tmp_path / "sudoers"
+    sudoers.write_text(f"Defaults !lecture, passwd_tries=1, !syslog\n{USER} ALL=(root) ALL\n")
+    sudoers.chmod(0o440)
+    script = (
+        f"mount --bind {pam} /etc/pam.d/sudo && mount --bind {sudoers} /etc/sudoers && "
+        f"exec setpriv --reuid={USER} --regid=nogroup --clear-groups -- sudo -S -k /usr/bin/id -u")
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def fresh_code(secret: str) -> str:
+    if time.time() % 30 > 28:
+        time.sleep(2.5)
+    return oathtool_totp(secret)
+
+
+def test_sudo_runs_the_command_with_the_right_code_only_once(ww, pam_module, tmp_path):
+    user = ww.enroll(USER)
+    code = fresh_code(user["secret"])
+    ok = run_sudo(ww, pam_module, tmp_path, code + "\n")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "0"
+    assert "Verification code:" in ok.stderr
+    replay = run_sudo(ww, pam_module, tmp_path, code + "\n")
+    assert replay.returncode != 0 and replay.stdout == "", replay.stderr
+
+
+def test_sudo_refuses_a_wrong_code(ww, pam_module, tmp_path):
+    ww.enroll(USER)
+    res = run_sudo(ww, pam_module, tmp_path, "000000\n")
+    assert res.returncode != 0 and res.stdout == "", res.stderr
+    assert ww.show(USER)["failures"] == 1
+
+
+def test_sudo_refuses_a_locked_out_user_without_a_prompt(ww, pam_module, tmp_path):
+    user = ww.enroll(USER)
+    ww.write_config("[policy]\nmax_failures = 1\nlockout_seconds = 600\n")
+    assert run_sudo(ww, pam_module, tmp_path, "000000\n").returncode != 0
+    res = run_sudo(ww, pam_module, tmp_path, fresh_code(user["secret"]) + "\n")
+    assert res.returncode != 0 and res.stdout == ""
+    assert "Verification code:" not in res.stderr
+    # The right code was not even checked: a success would have cleared the failure.
+    assert ww.show(USER)["failures"] == 1 and ww.show(USER)["locked"] is True
