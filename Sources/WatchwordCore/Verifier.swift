@@ -87,8 +87,9 @@ public struct Verifier: Sendable {
         case .hotp:
             var matched: UInt64? = nil
             for offset in 0...UInt64(policy.hotpLookahead) {
+                // UInt64.max itself is never accepted: the counter could not move past it.
                 let (counter, overflow) = otp.counter.addingReportingOverflow(offset)
-                if overflow { break }
+                if overflow || counter == UInt64.max { break }
                 if constantTimeEquals(Array(hotp.code(counter: counter).utf8), given) && matched == nil {
                     matched = counter
                 }
