@@ -159,7 +159,7 @@ extension UserRecord {
             let lastStepText = try reader.take("otp.last_step")
             var lastStep: UInt64? = nil
             if lastStepText != "none" {
-                guard let step = UInt64(lastStepText) else {
+                guard let step = UInt64(lastStepText), lastStepText == String(step) else {
                     throw StateFormatError(line: reader.line("otp.last_step"), message: "otp.last_step is not a number")
                 }
                 lastStep = step
