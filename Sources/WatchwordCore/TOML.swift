@@ -63,7 +63,10 @@ public struct TOMLParser {
             throw TOMLError(line: 1, message: "file is larger than \(Self.maxSize) bytes")
         }
         guard String(validating: bytes, as: UTF8.self) != nil else {
-            throw TOMLError(line: 1, message: "file is not valid UTF-8")
+            // A newline byte is never part of a multi-byte sequence, so lines validate alone.
+            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            let bad = lines.firstIndex { String(validating: $0, as: UTF8.self) == nil } ?? 0
+            throw TOMLError(line: bad + 1, message: "file is not valid UTF-8")
         }
         var document = TOMLDocument()
         var table: [String] = []
@@ -76,6 +79,8 @@ public struct TOMLParser {
             case UInt8(ascii: "\n"):
                 index += 1
                 line += 1
+            case UInt8(ascii: "\r") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "\n"):
+                index += 1  // CRLF: the newline is taken next time round
             case UInt8(ascii: "#"):
                 try skipComment()
             case UInt8(ascii: "["):
@@ -99,7 +104,12 @@ public struct TOMLParser {
                 guard current == UInt8(ascii: "=") else { throw fail("expected '=' after key '\(path)'") }
                 index += 1
                 skipBlank()
-                let value = try value()
+                let value: TOMLValue
+                do {
+                    value = try self.value()
+                } catch {
+                    throw TOMLError(line: error.line, message: "\(path): \(error.message)")
+                }
                 if document.entries[path] != nil || document.tables[path] != nil {
                     throw TOMLError(line: keyLine, message: "key '\(path)' is defined twice")
                 }
@@ -210,10 +220,13 @@ public struct TOMLParser {
             && digits.first != "_" && digits.last != "_" && !digits.contains("__")
             && !(digits.count > 1 && digits.first == "0")
         guard valid else {
-            if text.contains(".") || text.lowercased().contains("e") || text.contains("inf") || text.contains("nan") {
+            let numeric = digits.first.map { $0.isASCII && $0.isNumber } ?? false
+            if digits == "inf" || digits == "nan"
+                || (numeric && (text.contains(".") || text.lowercased().contains("e")))
+            {
                 throw fail("'\(text)': floats are not supported here; use a whole number")
             }
-            if text.contains(":") || text.filter({ $0 == "-" }).count >= 2 {
+            if numeric && (text.contains(":") || text.filter({ $0 == "-" }).count >= 2) {
                 throw fail("'\(text)': dates and times are not supported")
             }
             throw fail("'\(text)' is not a value (strings need quotes, numbers are decimal integers)")
