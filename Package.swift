@@ -39,6 +39,6 @@ let package = Package(
             ]),
 
         .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
-        .testTarget(name: "WatchwordCoreTests", dependencies: ["WatchwordCore"]),
+        .testTarget(name: "WatchwordCoreTests", dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto"]),
     ]
 )

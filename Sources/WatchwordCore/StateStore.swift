@@ -92,7 +92,12 @@ public final class FileStore: StateStore, @unchecked Sendable {
     }
 
     public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
-        guard let users = try directory("users"), let locks = try directory("locks") else {
+        let users = try directory("users")
+        let locks = try directory("locks")
+        if users != nil && locks == nil {
+            throw StoreError.unsupported("state \(root.join("locks")): missing while users/ exists")
+        }
+        guard let users, let locks else {
             // Nothing is enrolled and nothing may be created: run on an empty record.
             var none: UserRecord? = nil
             let result = try body(&none)

@@ -82,7 +82,9 @@ extension UserRecord {
             lines.append("otp.period \(otp.period)")
             lines.append("otp.counter \(otp.counter)")
             lines.append("otp.last_step \(otp.lastStep.map { String($0) } ?? "none")")
-            lines.append("otp.issuer \(otp.issuer)")
+            // One line per key: a control character in the issuer must not start another.
+            let issuer = String(otp.issuer.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+            lines.append("otp.issuer \(issuer)")
         }
         lines.append("failures \(failures)")
         lines.append("locked_until \(lockedUntil)")
