@@ -8,7 +8,7 @@ void ww_sanitize(char *dst, size_t dstlen, const char *src) {
 
     if (src != NULL) {
         for (; src[i] != '\0' && i + 1 < dstlen; i++)
-            dst[i] = ww_is_control((unsigned char)src[i]) ? '?' : src[i];
+            dst[i] = ww_is_loggable((unsigned char)src[i]) ? src[i] : '?';
     }
     dst[i] = '\0';
 }

@@ -12,8 +12,18 @@ static inline int ww_is_control(unsigned char c) {
 }
 
 /*
+ * Printable ASCII other than space: what a log field may hold, so that no
+ * user-chosen name can forge another field ("x outcome=success") or smuggle
+ * bytes that are not UTF-8 into the log.
+ */
+static inline int ww_is_loggable(unsigned char c) {
+    return c > 0x20 && c < 0x7f;
+}
+
+/*
  * Copy src (NULL counts as "") into dst of size dstlen (> 0), replacing
- * control bytes by '?' and truncating to dstlen-1 bytes. For log lines.
+ * every byte that is not ww_is_loggable by '?' and truncating to dstlen-1
+ * bytes. For log lines.
  */
 void ww_sanitize(char *dst, size_t dstlen, const char *src);
 

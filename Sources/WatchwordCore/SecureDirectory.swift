@@ -308,7 +308,10 @@ public final class SecureDirectory: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notRegularFile(path) }
         guard st.st_uid == 0 else { throw .notOwnedByRoot(path, uid: st.st_uid) }
         guard st.st_mode & 0o077 == 0 else { throw .groupOrOtherAccess(path, mode: st.st_mode) }
-        guard st.st_nlink == 1 else { throw .hardLinked(path, links: UInt64(st.st_nlink)) }
+        // More than one link: someone may hold another name for it. None (0) is fine: a
+        // writer renamed a new version over it after we opened it, and what we read is the
+        // complete old version.
+        guard st.st_nlink <= 1 else { throw .hardLinked(path, links: UInt64(st.st_nlink)) }
         if limit > 0 && st.st_size > limit { throw .tooLarge(path, size: Int64(st.st_size), limit: limit) }
     }
 }

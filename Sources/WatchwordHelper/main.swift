@@ -34,6 +34,17 @@ else {
 }
 signal(SIGPIPE, SIG_IGN)
 
+/// The name the system's user database gives for `name`, when it knows the user.
+///
+/// A directory service that matches names without regard to case (sssd, winbind) would
+/// log "ALICE" in as alice; looking state up under the canonical name keeps that from
+/// reaching an unenrolled "ALICE" record (and a `nullok` pass) instead of alice's.
+func canonicalUserName(_ name: String) -> String {
+    guard let entry = getpwnam(name), let canonical = entry.pointee.pw_name else { return name }
+    let bytes = Array(UnsafeBufferPointer(start: canonical, count: strlen(canonical))).map { UInt8(bitPattern: $0) }
+    return String(validating: bytes, as: UTF8.self) ?? name
+}
+
 var channel = ModuleChannel(fd: 0)
 let header: Header
 do {
@@ -51,11 +62,14 @@ do {
     }
     let store = try FileStore(path: header.stateDir, create: false)
     let flow = LoginFlow(config: config, store: store)
+    // Anything outside printable ASCII makes a name invalid anyway; replacing it keeps
+    // the name invalid and keeps forged fields and stray bytes out of the log.
+    let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
     let request = LoginRequest(
-        user: header.user, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
+        user: canonicalUserName(shownUser), service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
     outcome = flow.run(request, conversation: &conversation)
 } catch {
-    conversation.log(.err, "user \(header.user): denied: \(error)")
+    conversation.log(.err, "denied: \(error)")
     conversation.error("Two-factor authentication is unavailable; contact your administrator.")
     outcome = .unavailable
 }

@@ -153,6 +153,7 @@ def run_pamtester(service_dir: Path, service: str, user: str, input: str = "",
     argv += [service, user, operation]
     start = time.monotonic()
     proc = subprocess.run(argv, input=input, capture_output=True, text=True,
+                          errors="backslashreplace",
                           env=pam_env(service_dir, env_extra), timeout=timeout,
                           preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
     return PamRun(proc.returncode, proc.stdout, proc.stderr,
