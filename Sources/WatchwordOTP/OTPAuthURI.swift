@@ -133,7 +133,7 @@ public struct OTPAuthURI: Sendable, Equatable {
                 throw OTPError.invalidURI("issuer parameter is empty")
             }
             try Self.checkText(issuerParam, what: "issuer")
-            guard !issuerParam.contains(":") else {
+            guard !issuerParam.unicodeScalars.contains(":") else {
                 throw OTPError.invalidURI("issuer must not contain ':'")
             }
             if let labelIssuer, labelIssuer != issuerParam {
@@ -216,7 +216,9 @@ extension OTPAuthURI {
     /// colon are dropped, as the Key Uri Format allows "Issuer: account".
     private static func splitLabel(_ label: String) throws -> (issuer: String?, account: String) {
         try checkText(label, what: "label")
-        let parts = label.split(separator: ":", omittingEmptySubsequences: false)
+        // By code point: a ':' that a combining mark joins into one Character with the next
+        // scalar is still a separator, which splitting the Characters would miss.
+        let parts = label.unicodeScalars.split(separator: ":", omittingEmptySubsequences: false)
         switch parts.count {
         case 1:
             guard !label.isEmpty else { throw OTPError.invalidURI("label (account name) is empty") }

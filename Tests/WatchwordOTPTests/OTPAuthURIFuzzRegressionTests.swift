@@ -1,0 +1,31 @@
+import Testing
+import WatchwordOTP
+
+/// Inputs that Fuzz/ (the otpauth-uri target) found; each is also in Fuzz/corpus/otpauth-uri/.
+@Suite("otpauth:// URIs: fuzzer findings")
+struct OTPAuthURIFuzzRegressionTests {
+    /// Fuzz/corpus/otpauth-uri/regression-colon-combining-mark: the issuer came from the
+    /// parameter, the account began with U+1713 (a combining mark). `string` wrote
+    /// "Q-OJQ:\u{1713} café", and the label split by Characters saw no ':' there, since
+    /// ":\u{1713}" is one Character: the URI came back with account "Q-OJQ:ᜓ café".
+    @Test("A ':' followed by a combining mark still separates issuer and account")
+    func colonBeforeCombiningMark() throws {
+        let found = "otpauth://totp/%E1%9C%93%20caf%C3%A9?secret=GEZDGNBVGY3TQOJQGEZOptionalD&issuer=Q-OJQ"
+        let uri = try OTPAuthURI(parsing: found)
+        #expect(uri.account == "\u{1713} café" && uri.issuer == "Q-OJQ")
+        #expect(try OTPAuthURI(parsing: uri.string) == uri)
+
+        let split = try OTPAuthURI(parsing: "otpauth://totp/Bank:%CC%81alice?secret=MY")
+        #expect(split.issuer == "Bank" && split.account == "\u{301}alice")
+        // A label issuer that does not match the parameter is refused, combining mark or not.
+        #expect(throws: OTPError.self) {
+            try OTPAuthURI(parsing: "otpauth://totp/Bank:%CC%81alice?secret=MY&issuer=Evil")
+        }
+        #expect(throws: OTPError.invalidURI("label must contain at most one ':' (issuer:account)")) {
+            try OTPAuthURI(parsing: "otpauth://totp/a:%CC%81b:c?secret=MY")
+        }
+        #expect(throws: OTPError.invalidURI("issuer must not contain ':'")) {
+            try OTPAuthURI(parsing: "otpauth://totp/alice?secret=MY&issuer=a%3A%CC%81b")
+        }
+    }
+}
