@@ -212,8 +212,8 @@ public struct OTPAuthURI: Sendable, Equatable {
 }
 
 extension OTPAuthURI {
-    /// Splits a decoded label into issuer prefix and account. Spaces after the
-    /// colon are dropped, as the Key Uri Format allows "Issuer: account".
+    /// Splits a decoded label into issuer prefix and account. Spaces before the
+    /// account are dropped, as the Key Uri Format allows "Issuer: account".
     private static func splitLabel(_ label: String) throws -> (issuer: String?, account: String) {
         try checkText(label, what: "label")
         // By code point: a ':' that a combining mark joins into one Character with the next
@@ -221,8 +221,12 @@ extension OTPAuthURI {
         let parts = label.unicodeScalars.split(separator: ":", omittingEmptySubsequences: false)
         switch parts.count {
         case 1:
-            guard !label.isEmpty else { throw OTPError.invalidURI("label (account name) is empty") }
-            return (nil, label)
+            // Leading spaces go here too, not only after "issuer:": `string` writes the label
+            // as "issuer:account" whenever there is an issuer (the parameter may be the only
+            // source), so an account that began with a space would not come back unchanged.
+            let account = String(parts[0].drop(while: { $0 == " " }))
+            guard !account.isEmpty else { throw OTPError.invalidURI("label (account name) is empty") }
+            return (nil, account)
         case 2:
             let issuer = String(parts[0])
             let account = String(parts[1].drop(while: { $0 == " " }))

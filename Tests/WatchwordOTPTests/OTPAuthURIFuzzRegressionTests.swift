@@ -28,4 +28,18 @@ struct OTPAuthURIFuzzRegressionTests {
             try OTPAuthURI(parsing: "otpauth://totp/alice?secret=MY&issuer=a%3A%CC%81b")
         }
     }
+
+    /// Fuzz/corpus/otpauth-uri/regression-leading-space: no issuer in the label, one in the
+    /// parameter. The account kept its leading space, `string` wrote "X:%20alice", and that
+    /// parsed to "alice" (spaces after "issuer:" are dropped).
+    @Test("An account's leading spaces are dropped whatever the label form")
+    func leadingSpaceWithParameterIssuer() throws {
+        let uri = try OTPAuthURI(parsing: "otpauth://totp/%20alice?secret=JBSWY3DPEHPK3PXP&issuer=X")
+        #expect(uri.account == "alice" && uri.issuer == "X")
+        #expect(try OTPAuthURI(parsing: uri.string) == uri)
+        #expect(try OTPAuthURI(parsing: "otpauth://totp/%20%20bob?secret=MY").account == "bob")
+        #expect(throws: OTPError.invalidURI("label (account name) is empty")) {
+            try OTPAuthURI(parsing: "otpauth://totp/%20?secret=MY")
+        }
+    }
 }
