@@ -7,6 +7,9 @@ let package = Package(
     products: [
         .executable(name: "watchword", targets: ["Watchword"]),
         .executable(name: "watchword-helper", targets: ["WatchwordHelper"]),
+        // For the fuzz targets in Fuzz/, a separate package that depends on this one.
+        .library(name: "WatchwordCore", targets: ["WatchwordCore"]),
+        .library(name: "WatchwordOTP", targets: ["WatchwordOTP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -15,6 +15,9 @@ make -s -C pam
 echo "== swift test"
 swift test --quiet
 
+echo "== fuzz"
+bash Fuzz/run.sh 10
+
 echo "== integration"
 export WATCHWORD_BUILD="$PWD/.build/debug"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider Tests/integration "$@"
