@@ -23,6 +23,7 @@ struct Watchword: ParsableCommand {
         version: watchwordVersion,
         subcommands: [
             Enroll.self, List.self, Show.self, Remove.self, Unlock.self, RecoveryCodesCommand.self,
+            Import.self, Export.self,
         ]
     )
 }
