@@ -5,7 +5,7 @@ set -euo pipefail
 
 build=(libpam0g-dev libssl-dev libqrencode-dev libcurl4-openssl-dev pkg-config make gcc)
 test=(pamtester libpam-wrapper openssh-server openssh-client sudo expect oathtool
-      libpam-google-authenticator libpam-oath python3-pytest python3-pexpect)
+      libpam-google-authenticator libpam-oath python3-pytest python3-pexpect man-db groff-base)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")

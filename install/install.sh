@@ -34,6 +34,7 @@ install -o root -g root -m 0755 "$bin/watchword" "$SBIN/watchword"
 install -o root -g root -m 0755 "$bin/watchword-helper" "$LIBEXEC/watchword-helper"
 make -s -C pam install
 install -o root -g root -m 0644 install/pam.d-sshd install/pam.d-sudo install/sshd_config-watchword.conf "$SHARE/"
+bash install/docs.sh install "$bin/watchword"   # man pages and bash/zsh completions
 
 install -d -o root -g root -m 0700 "$CONFIG_DIR"
 if [ -e "$CONFIG_DIR/config.toml" ]; then
@@ -61,6 +62,7 @@ watchword is installed:
   $pamdir/pam_watchword.so
   $CONFIG_DIR/config.toml               settings (root, 0600)
   $STATE_DIR/                          user state (root, 0700)
+  man watchword, man pam_watchword, man watchword-config.toml
 
 Next steps:
   1. Enroll a user and scan the QR code with an authenticator app:

@@ -27,6 +27,7 @@ fi
 pamdir=$(dirname "$(find -H /lib /usr/lib -name pam_unix.so -print -quit)")
 rm -f "$PREFIX/sbin/watchword" "$pamdir/pam_watchword.so"
 rm -rf "$PREFIX/libexec/watchword" "$PREFIX/share/watchword"
+PREFIX="$PREFIX" bash "$(dirname "$0")/docs.sh" uninstall   # man pages, completions
 if [ $purge = 1 ]; then
     rm -rf /etc/watchword /var/lib/watchword
     echo "watchword removed, with its config and state."
