@@ -18,6 +18,11 @@ public struct OTPAuthURI: Sendable, Equatable {
     /// Longest URI `init(parsing:)` accepts, in UTF-8 bytes; real ones are
     /// far shorter, and the bound keeps hostile input cheap to reject.
     public static let maximumLength = 4096
+    /// Longest issuer and account name `init(parsing:)` accepts, in UTF-8 bytes after
+    /// percent-decoding. `string` may write each byte as three ("%XX") and the issuer twice;
+    /// with these bounds even the longest secret renders within `maximumLength`, so whatever
+    /// parses renders to a URI that parses again.
+    public static let maximumNameLength = 256
 
     /// Whether the codes are time-based (TOTP) or counter-based (HOTP).
     public var kind: Kind
@@ -57,7 +62,8 @@ public struct OTPAuthURI: Sendable, Equatable {
     /// misleading label: the scheme must be `otpauth` and TYPE `totp` or
     /// `hotp` (both in any case); the label must be non-empty, contain at most
     /// one ':' after percent-decoding, and decode to UTF-8 without control
-    /// characters; `secret` is required; an `issuer` parameter must match a
+    /// characters; issuer and account are at most `maximumNameLength` bytes;
+    /// `secret` is required; an `issuer` parameter must match a
     /// label issuer; algorithm, digits, period and counter are validated (HOTP
     /// requires `counter`); a parameter given twice is rejected. Unknown
     /// parameters (`image`, ...) are ignored, as are `period` for HOTP and
@@ -106,6 +112,8 @@ public struct OTPAuthURI: Sendable, Equatable {
         }
         let label = try Self.percentDecode(rawLabel, plusIsSpace: false, what: "label")
         let (labelIssuer, account) = try Self.splitLabel(label)
+        try Self.checkLength(account, what: "account name")
+        if let labelIssuer { try Self.checkLength(labelIssuer, what: "issuer") }
 
         // PARAMETERS.
         var params: [String: String] = [:]
@@ -133,6 +141,7 @@ public struct OTPAuthURI: Sendable, Equatable {
                 throw OTPError.invalidURI("issuer parameter is empty")
             }
             try Self.checkText(issuerParam, what: "issuer")
+            try Self.checkLength(issuerParam, what: "issuer")
             guard !issuerParam.unicodeScalars.contains(":") else {
                 throw OTPError.invalidURI("issuer must not contain ':'")
             }
@@ -243,6 +252,12 @@ extension OTPAuthURI {
     private static func checkText(_ s: String, what: String) throws {
         for scalar in s.unicodeScalars where scalar.value < 0x20 || (0x7f ... 0x9f).contains(scalar.value) {
             throw OTPError.invalidURI("\(what) contains control character U+\(hex4(scalar.value))")
+        }
+    }
+
+    private static func checkLength(_ s: String, what: String) throws {
+        guard s.utf8.count <= maximumNameLength else {
+            throw OTPError.invalidURI("\(what) is longer than \(maximumNameLength) bytes")
         }
     }
 

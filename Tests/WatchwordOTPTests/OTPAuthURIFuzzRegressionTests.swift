@@ -42,4 +42,32 @@ struct OTPAuthURIFuzzRegressionTests {
             try OTPAuthURI(parsing: "otpauth://totp/%20?secret=MY")
         }
     }
+
+    /// Fuzz/corpus/otpauth-uri/regression-render-too-long (the harness decodes its invalid
+    /// UTF-8 bytes to U+FFFD, as here): a 775-byte URI whose 703-byte issuer `string` writes
+    /// twice, percent-encoded, in a URI over `maximumLength` that did not parse.
+    @Test("Issuer and account are bounded so that string stays within maximumLength")
+    func renderedURITooLong() throws {
+        let r = { (s: String, n: Int) in String(repeating: s, count: n) }
+        let found = "otpauth://totp/%E1%9C%93%20&digits=9?secret=GEZDGGBVGY3ZUIntOpti&issuer=s"
+            + r("\u{FFFD}", 150) + "uer=Q-O" + r("\u{FFFD}", 81) + "JQ"
+        #expect(found.utf8.count == 775)
+        #expect(throws: OTPError.invalidURI("issuer is longer than 256 bytes")) {
+            try OTPAuthURI(parsing: found)
+        }
+        #expect(throws: OTPError.invalidURI("account name is longer than 256 bytes")) {
+            try OTPAuthURI(parsing: "otpauth://totp/" + r("a", 257) + "?secret=MY")
+        }
+        #expect(throws: OTPError.invalidURI("issuer is longer than 256 bytes")) {
+            try OTPAuthURI(parsing: "otpauth://totp/" + r("a", 257) + ":b?secret=MY")
+        }
+
+        // The largest URI that parses still renders to one that parses back.
+        let name = r("\u{E9}", 128)  // 256 bytes, each written as %C3%A9
+        let largest = OTPAuthURI(
+            kind: .hotp, account: name, issuer: name, secret: Array(repeating: 0xff, count: 1024),
+            algorithm: .sha512, digits: 8, counter: .max)
+        #expect(largest.string.utf8.count <= OTPAuthURI.maximumLength)
+        #expect(try OTPAuthURI(parsing: largest.string) == largest)
+    }
 }
