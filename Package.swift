@@ -31,17 +31,22 @@ let package = Package(
         // the helper links this and starts on every login.
         .target(name: "WatchwordCore", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
 
+        // enable/disable/doctor: PAM stack and sshd_config parsing, editing and checks. The CLI
+        // only; the helper never links it.
+        .target(name: "WatchwordSetup", dependencies: ["WatchwordCore"]),
+
         // The verification helper run by pam_watchword.so.
         .executableTarget(name: "WatchwordHelper", dependencies: ["WatchwordCore"]),
         // The admin CLI.
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "CQRencode",
+                "WatchwordCore", "WatchwordSetup", "CQRencode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
         .testTarget(name: "WatchwordCoreTests", dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto"]),
+        .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup"]),
     ]
 )

@@ -1,0 +1,447 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import WatchwordCore
+
+/// One line of `watchword doctor`.
+public struct Finding: Sendable, Equatable {
+    public enum Status: String, Sendable, Comparable {
+        case ok = "OK", warn = "WARN", fail = "FAIL"
+        public static func < (a: Status, b: Status) -> Bool {
+            let order: [Status] = [.ok, .warn, .fail]
+            return order.firstIndex(of: a)! < order.firstIndex(of: b)!
+        }
+    }
+    public let status: Status
+    /// A stable name for scripts: `install.helper`, `pam.sshd`, `sshd.bypass`, ...
+    public let check: String
+    public let detail: String
+
+    public init(_ status: Status, _ check: String, _ detail: String) {
+        self.status = status
+        self.check = check
+        self.detail = detail
+    }
+}
+
+/// `watchword doctor`: whether this machine really asks for the second factor, and what is
+/// in the way. Reads only; runs `sshd -T` and `timedatectl show`.
+public struct Doctor {
+    public let installation: Installation
+    var root: SystemRoot { installation.root }
+    private var findings: [Finding] = []
+
+    public init(installation: Installation) { self.installation = installation }
+
+    static func isModule(_ rule: PAMRule) -> Bool { rule.moduleName == InstalledLayout.moduleName }
+
+    /// Modules that check no credential: a stack of only these and pam_watchword.so asks for
+    /// the code alone.
+    static let noCredentialModules: Set<String> = [
+        "pam_permit.so", "pam_deny.so", "pam_env.so", "pam_cap.so", "pam_faildelay.so", "pam_nologin.so",
+        "pam_securetty.so", "pam_shells.so", "pam_succeed_if.so", "pam_listfile.so", "pam_access.so", "pam_time.so",
+        "pam_group.so", "pam_keyinit.so", "pam_limits.so", "pam_motd.so", "pam_mail.so", "pam_warn.so", "pam_echo.so",
+        "pam_loginuid.so", "pam_selinux.so", "pam_faillock.so", "pam_tally2.so", "pam_umask.so",
+    ]
+
+    public mutating func run() -> [Finding] {
+        findings = []
+        let stacks = Service.allCases.map { service in (service, loadStack(service)) }
+        checkInstall(stacks: stacks)
+        let config = checkConfig()
+        let records = checkState()
+        var nullokEverywhere = true
+        var anyEnforced = false
+        var protected: [Service] = []
+        for (service, stack) in stacks {
+            let (enforced, nullok) = checkStack(service, stack)
+            if enforced {
+                anyEnforced = true
+                if !nullok { nullokEverywhere = false }
+            }
+            var requires = enforced
+            if service == .sshd { requires = checkSSHD(stack: stack, moduleEnforced: enforced) && enforced }
+            if requires { protected.append(service) }
+        }
+        checkUsers(records, moduleRequired: anyEnforced && !nullokEverywhere, stacks: stacks)
+        checkClock()
+        checkSMS(config)
+        summarize(protected)
+        return findings
+    }
+
+    private mutating func add(_ status: Finding.Status, _ check: String, _ detail: String) {
+        findings.append(Finding(status, check, detail))
+    }
+
+    private func loadStack(_ service: Service) -> Result<PAMStack, SetupError> {
+        let installation = self.installation
+        do {
+            return .success(
+                try PAMStack.load(
+                    service: service.rawValue,
+                    read: { (path: String) throws(SetupError) -> String? in try installation.readText(path) },
+                    moduleExists: { installation.moduleExists($0) }))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    // MARK: install
+
+    private mutating func checkInstall(stacks: [(Service, Result<PAMStack, SetupError>)]) {
+        if let st = root.status(InstalledLayout.cli, followLinks: true) {
+            if st.uid != 0 || st.groupOrOtherWritable {
+                add(.fail, "install.cli", "\(root.display(InstalledLayout.cli)): owner uid \(st.uid), mode \(st.octalMode); must be root's and not writable by group or other")
+            } else {
+                add(.ok, "install.cli", "\(root.display(InstalledLayout.cli)): root, \(st.octalMode)")
+            }
+        } else {
+            add(.warn, "install.cli", "\(root.display(InstalledLayout.cli)) is not installed (run install/install.sh)")
+        }
+
+        var rules: [PAMRule] = []
+        for case (_, .success(let stack)) in stacks {
+            rules += stack.entries.compactMap(\.rule).filter(Self.isModule)
+        }
+        var helpers = [InstalledLayout.helper]
+        for rule in rules {
+            for argument in rule.arguments where argument.hasPrefix("helper=") {
+                let path = String(argument.dropFirst("helper=".count))
+                if !helpers.contains(path) { helpers.append(path) }
+            }
+        }
+        let explicitHelper = !rules.isEmpty && rules.allSatisfy { $0.arguments.contains { $0.hasPrefix("helper=") } }
+        for helper in helpers {
+            if helper == InstalledLayout.helper && explicitHelper { continue }
+            if let problem = installation.helperProblem(helper) {
+                add(.fail, "install.helper", "\(problem): the module refuses to run it and denies every login")
+            } else {
+                let st = root.status(helper)!
+                add(.ok, "install.helper", "\(root.display(helper)): root, \(st.octalMode)")
+            }
+        }
+
+        var modules: [String] = []
+        for rule in rules where !modules.contains(rule.module) { modules.append(rule.module) }
+        if modules.isEmpty { modules = [InstalledLayout.moduleName] }
+        for module in modules {
+            guard let path = installation.modulePath(module) else {
+                add(.warn, "install.module", "no PAM module directory (with pam_unix.so) under \(root.display("/")): cannot find \(module)")
+                continue
+            }
+            guard let st = root.status(path, followLinks: true) else {
+                add(
+                    rules.isEmpty ? .warn : .fail, "install.module",
+                    "\(root.display(path)) is not installed\(rules.isEmpty ? "" : ": every login whose stack names it fails")")
+                continue
+            }
+            if st.uid != 0 || st.groupOrOtherWritable {
+                add(.fail, "install.module", "\(root.display(path)): owner uid \(st.uid), mode \(st.octalMode); must be root's and not writable by group or other")
+            } else {
+                add(.ok, "install.module", "\(root.display(path)): root, \(st.octalMode)")
+            }
+        }
+    }
+
+    // MARK: config and state
+
+    private mutating func checkConfig() -> Config? {
+        let path = installation.configPath
+        guard root.status(path) != nil else {
+            add(.ok, "config", "\(root.display(path)) does not exist: the defaults apply")
+            return Config()
+        }
+        do {
+            let config = try Config.load(path: root.host(path))
+            if config.store.backend != .files {
+                add(.fail, "config", "\(root.display(path)): store.backend = \"\(config.store.backend.rawValue)\" is not supported by this build; logins are denied")
+            } else {
+                add(.ok, "config", "\(root.display(path)): root, 0600, valid")
+            }
+            return config
+        } catch {
+            add(.fail, "config", "\(error): the module denies every login until it is fixed")
+            return nil
+        }
+    }
+
+    private mutating func checkState() -> [UserRecord]? {
+        let path = installation.stateDirectory
+        guard let st = root.status(path) else {
+            add(.warn, "state", "\(root.display(path)) does not exist: nobody is enrolled")
+            return []
+        }
+        var problems: [String] = []
+        walk(path, st, &problems)
+        let (records, unreadable) = installation.records()
+        problems += unreadable.filter { text in !problems.contains { text.contains($0) } }
+        if problems.isEmpty {
+            add(.ok, "state", "\(root.display(path)): root, 0700; every file root, 0600")
+        } else {
+            for problem in problems { add(.fail, "state", "\(problem): the module denies logins that need it") }
+        }
+        return records
+    }
+
+    /// Every directory root 0700 and every file root 0600, no symlinks.
+    private func walk(_ path: String, _ st: FileStatus, _ problems: inout [String]) {
+        let shown = root.display(path)
+        switch st.kind {
+        case .symlink: problems.append("\(shown) is a symbolic link")
+        case .other: problems.append("\(shown) is not a regular file")
+        case .regular:
+            if st.uid != 0 || st.mode & 0o077 != 0 { problems.append("\(shown): owner uid \(st.uid), mode \(st.octalMode); must be root, 0600") }
+        case .directory:
+            if st.uid != 0 || st.mode & 0o077 != 0 { problems.append("\(shown): owner uid \(st.uid), mode \(st.octalMode); must be root, 0700") }
+            guard let dir = opendir(root.host(path)) else { return }
+            defer { closedir(dir) }
+            var names: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafePointer(to: entry.pointee.d_name) {
+                    $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            for name in names.sorted() {
+                let child = path + "/" + name
+                if let childStatus = root.status(child) { walk(child, childStatus, &problems) }
+            }
+        }
+    }
+
+    private mutating func checkUsers(_ records: [UserRecord]?, moduleRequired: Bool, stacks: [(Service, Result<PAMStack, SetupError>)]) {
+        guard let records else { return }
+        let enrolled = records.filter(\.isEnrolled)
+        if enrolled.isEmpty {
+            if moduleRequired {
+                add(.fail, "users", "nobody is enrolled, and the module is required without nullok: every login through it is refused (watchword enroll USER --totp)")
+            } else {
+                add(.warn, "users", "nobody is enrolled (watchword enroll USER --totp)")
+            }
+            return
+        }
+        let names = enrolled.map(\.user.value)
+        add(.ok, "users", "\(enrolled.count) enrolled: \(names.joined(separator: ", "))")
+        let now = unixTimeNow()
+        for record in records {
+            if let left = record.lockoutRemaining(at: now) {
+                add(.warn, "users.locked", "\(record.user) is locked out for \(left) s more after \(record.failures) failures (watchword unlock \(record.user))")
+            }
+        }
+        for case (.sudo, .success(let stack)) in stacks {
+            let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
+            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
+            let missing = installation.sudoers().filter { !names.contains($0) }
+            if !missing.isEmpty {
+                add(.warn, "users.sudo", "in the sudo/admin/wheel group but not enrolled, so sudo refuses them: \(missing.joined(separator: ", "))")
+            }
+        }
+    }
+
+    // MARK: PAM
+
+    /// Returns whether the module is enforced in the stack, and whether it has nullok.
+    private mutating func checkStack(_ service: Service, _ loaded: Result<PAMStack, SetupError>) -> (Bool, Bool) {
+        let check = "pam.\(service)"
+        let stack: PAMStack
+        switch loaded {
+        case .success(let s): stack = s
+        case .failure(let error):
+            add(.fail, check, "cannot read the \(service) PAM stack: \(error)")
+            return (false, false)
+        }
+        if service == .sshd && root.status(service.pamFile) == nil && Subprocess.find("sshd") == nil {
+            add(.ok, check, "sshd is not installed")
+            return (false, false)
+        }
+        for note in stack.notes { add(.warn, check, note) }
+        let installation = self.installation
+        let verdict = stack.verdict(for: Self.isModule, moduleExists: { installation.moduleExists($0) })
+        let shownFile = root.display(stack.file)
+        switch verdict.kind {
+        case .absent:
+            add(.warn, check, "\(shownFile): no pam_watchword.so in the auth stack, so \(service) does not ask for a code (watchword enable \(service))")
+            return (false, false)
+        case .bypassed:
+            add(.fail, check, "\(service) can succeed without the code: \(verdict.explanation)")
+            return (false, false)
+        case .unreachable:
+            add(.fail, check, "\(verdict.explanation) (\(service) logins are all refused)")
+            return (false, false)
+        case .enforced:
+            break
+        }
+        let target = verdict.targets[0]
+        add(.ok, check, "\(target.described) runs on every successful \(service) login and a wrong code denies")
+        let rules = verdict.targets.compactMap(\.rule)
+        let nullok = rules.contains { $0.arguments.contains("nullok") }
+        if nullok {
+            add(.warn, check, "\(target.line.location): nullok lets users who are not enrolled in without a code; drop it once everybody is enrolled")
+        }
+        if rules.contains(where: \.silent) {
+            add(.warn, check, "\(target.line.location): the leading '-' makes libpam skip the line silently if the module goes missing; drop it")
+        }
+        for rule in rules {
+            for argument in rule.arguments {
+                if argument.hasPrefix("state_dir="), String(argument.dropFirst(10)) != installation.stateDirectory {
+                    add(.warn, check, "\(target.line.location) uses \(argument); this check looked at \(installation.stateDirectory) (use --state-dir)")
+                }
+                if argument.hasPrefix("config="), String(argument.dropFirst(7)) != installation.configPath {
+                    add(.warn, check, "\(target.line.location) uses \(argument); this check looked at \(installation.configPath) (use --config)")
+                }
+            }
+        }
+        return (true, nullok)
+    }
+
+    // MARK: sshd
+
+    /// Returns whether every way into sshd asks for the code (given an enforced stack).
+    private mutating func checkSSHD(stack loaded: Result<PAMStack, SetupError>, moduleEnforced: Bool) -> Bool {
+        guard let runner = try? SSHDRunner(root: root) else {
+            if root.status(Service.sshd.pamFile) != nil {
+                add(.warn, "sshd.config", "sshd is not installed on this machine, so its effective settings cannot be checked")
+            }
+            return false
+        }
+        guard root.exists(InstalledLayout.sshdConfig) else {
+            add(.ok, "sshd.config", "no \(root.display(InstalledLayout.sshdConfig)): sshd is not set up here")
+            return false
+        }
+        let installation = self.installation
+        let config: SSHDConfig
+        do {
+            config = try SSHDConfig.load(
+                read: { (path: String) throws(SetupError) -> String? in try installation.readText(path) },
+                glob: { installation.root.glob($0) })
+        } catch {
+            add(.fail, "sshd.config", "\(error)")
+            return false
+        }
+        let result: ProgramResult
+        do {
+            result = try runner.run("-T", config: root.isHost ? nil : config)
+        } catch {
+            add(.fail, "sshd.config", "sshd -T: \(error)")
+            return false
+        }
+        guard result.succeeded else {
+            add(.fail, "sshd.config", "sshd -T rejects the configuration (sshd would not start): \(result.message)")
+            return false
+        }
+        let values = SSHDEffective(output: result.stdout)
+        let severe: Finding.Status = moduleEnforced ? .fail : .warn
+        let usePAM = values["usepam"] == "yes"
+        let kbd = values["kbdinteractiveauthentication"] == "yes"
+        add(
+            usePAM ? .ok : severe, "sshd.config",
+            "UsePAM \(values["usepam"] ?? "?")\(usePAM ? "" : ": sshd does not use PAM, so it never runs pam_watchword.so")\(origin("usepam", config))")
+        add(
+            kbd ? .ok : severe, "sshd.config",
+            "KbdInteractiveAuthentication \(values["kbdinteractiveauthentication"] ?? "?")\(kbd ? "" : ": sshd never asks PAM's questions, so nobody is asked for the code")\(origin("kbdinteractiveauthentication", config))"
+        )
+        add(.ok, "sshd.config", "AuthenticationMethods \(values["authenticationmethods"] ?? "any")\(origin("authenticationmethods", config))")
+        for keyword in ["authenticationmethods", "kbdinteractiveauthentication", "usepam", "pubkeyauthentication", "passwordauthentication"] {
+            for (header, line) in config.matchSettings(keyword) {
+                add(.warn, "sshd.config", "\(root.display(line.file)):\(line.number) '\(line.text)' inside '\(header.text)' changes this for matching connections; only the defaults were checked")
+            }
+        }
+
+        // Which ways in are left, and does each ask for the code?
+        let lists = values.methodLists
+        guard case .success(let stack) = loaded, moduleEnforced else {
+            if lists.isEmpty {
+                add(.fail, "sshd.bypass", "no AuthenticationMethods list can be satisfied: sshd lets nobody in")
+            } else {
+                add(.warn, "sshd.bypass", "sshd logins do not ask for a code (the module is not enforced in its PAM stack)")
+            }
+            return false
+        }
+        let codeOnly = stack.entries.allSatisfy { entry in
+            guard let rule = entry.rule else { return true }
+            return Self.isModule(rule) || Self.noCredentialModules.contains(rule.moduleName)
+        }
+        var bypass = false
+        var asking: [String] = []
+        for list in lists {
+            let shown = list.joined(separator: ",")
+            if list.contains("keyboard-interactive") && usePAM {
+                if codeOnly && list == ["keyboard-interactive"] {
+                    add(.fail, "sshd.bypass", "'\(shown)' alone logs in with just the code: the PAM stack checks no password (add @include common-auth, or require publickey first: watchword enable sshd --with-publickey)")
+                    bypass = true
+                } else {
+                    asking.append(shown)
+                }
+            } else if list == ["password"] && usePAM {
+                add(.warn, "sshd.bypass", "'password' logins answer every PAM question with the password, so the code prompt gets the password and fails (and counts a failure); allow keyboard-interactive instead (watchword enable sshd)")
+            } else {
+                let what = list == ["publickey"] ? "a public key alone logs in: sshd does not run PAM's auth stack for publickey" : "'\(shown)' logs in without PAM's auth stack"
+                add(.fail, "sshd.bypass", "\(what) (AuthenticationMethods \(values["authenticationmethods"] ?? "any")); require keyboard-interactive: watchword enable sshd [--with-publickey]")
+                bypass = true
+            }
+        }
+        if asking.isEmpty && !bypass {
+            add(.fail, "sshd.bypass", "no way to log in asks for the code through keyboard-interactive")
+            return false
+        } else if !bypass {
+            add(.ok, "sshd.bypass", "every sshd login needs the code: \(asking.joined(separator: " or "))")
+            return true
+        }
+        return false
+    }
+
+    /// ` (from FILE:LINE)` for where sshd takes a keyword's value from.
+    private func origin(_ keyword: String, _ config: SSHDConfig) -> String {
+        guard let line = config.firstGlobal(keyword) else { return " (default)" }
+        return " (from \(root.display(line.file)):\(line.number))"
+    }
+
+    /// The answer to the question doctor is for.
+    private mutating func summarize(_ protected: [Service]) {
+        let missing = Service.allCases.filter { !protected.contains($0) }
+        if missing.isEmpty {
+            add(.ok, "summary", "sshd and sudo both require the code")
+        } else if protected.isEmpty {
+            add(.fail, "summary", "neither sshd nor sudo requires the code")
+        } else {
+            add(
+                .warn, "summary",
+                "\(protected.map(\.rawValue).joined(separator: " and ")) requires the code; \(missing.map(\.rawValue).joined(separator: " and ")) does not")
+        }
+    }
+
+    // MARK: clock and SMS
+
+    private mutating func checkClock() {
+        guard let timedatectl = Subprocess.find("timedatectl") else {
+            add(.warn, "clock", "unknown whether the clock is synchronised (no timedatectl); TOTP codes depend on the time")
+            return
+        }
+        guard let result = try? Subprocess.run([timedatectl, "show"], timeout: 10), result.succeeded else {
+            add(.warn, "clock", "unknown whether the clock is synchronised (timedatectl show failed); TOTP codes depend on the time")
+            return
+        }
+        var values: [String: String] = [:]
+        for line in result.stdout.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+        }
+        switch values["NTPSynchronized"] {
+        case "yes": add(.ok, "clock", "synchronised (timedatectl: NTPSynchronized=yes)")
+        case "no":
+            add(.warn, "clock", "not synchronised (timedatectl: NTPSynchronized=no, NTP=\(values["NTP"] ?? "?")); TOTP codes fail when the clock drifts (timedatectl set-ntp true)")
+        default:
+            add(.warn, "clock", "unknown whether the clock is synchronised (timedatectl show has no NTPSynchronized)")
+        }
+    }
+
+    private mutating func checkSMS(_ config: Config?) {
+        guard let config, config.sms.provider != .none else { return }
+        if !InstalledLayout.smsDeliveryBuilt {
+            add(.warn, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\" but SMS delivery is not built in this version: nobody gets a code by SMS")
+        } else {
+            add(.ok, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\"")
+        }
+    }
+}

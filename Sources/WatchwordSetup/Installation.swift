@@ -1,0 +1,121 @@
+import WatchwordCore
+
+/// What is installed in a root: the PAM module directory, the module, the helper, enrolled
+/// users and system accounts.
+public struct Installation {
+    public let root: SystemRoot
+    /// Inner paths of the state directory and config file.
+    public let stateDirectory: String
+    public let configPath: String
+
+    public init(root: SystemRoot, stateDirectory: String, configPath: String) {
+        self.root = root
+        self.stateDirectory = stateDirectory
+        self.configPath = configPath
+    }
+
+    /// The PAM module directory: where `pam_unix.so` is (Debian:
+    /// `/lib/x86_64-linux-gnu/security`), or nil when none is found.
+    public var moduleDirectory: String? {
+        let fixed = [
+            "/lib/x86_64-linux-gnu/security", "/usr/lib/x86_64-linux-gnu/security", "/lib/aarch64-linux-gnu/security",
+            "/usr/lib/aarch64-linux-gnu/security", "/lib/security", "/lib64/security", "/usr/lib/security",
+            "/usr/lib64/security",
+        ]
+        for directory in fixed where root.exists(directory + "/pam_unix.so") { return directory }
+        for pattern in ["/lib/*/security/pam_unix.so", "/usr/lib/*/security/pam_unix.so"] {
+            if let found = root.glob(pattern).first { return String(found.dropLast("/pam_unix.so".count)) }
+        }
+        return nil
+    }
+
+    /// Where libpam finds a module named in a PAM line (inner path), or nil when the module
+    /// directory is unknown.
+    public func modulePath(_ module: String) -> String? {
+        if module.hasPrefix("/") { return module }
+        return moduleDirectory.map { $0 + "/" + module }
+    }
+
+    /// Whether libpam would find a module; nil when that cannot be told.
+    public func moduleExists(_ module: String) -> Bool? {
+        guard let path = modulePath(module) else { return nil }
+        return root.exists(path)
+    }
+
+    /// Why the helper at `path` would be refused by the module (which checks it before every
+    /// run), or nil when it is fine.
+    public func helperProblem(_ path: String = InstalledLayout.helper) -> String? {
+        guard let st = root.status(path) else { return "\(root.display(path)) does not exist" }
+        guard st.kind == .regular else { return "\(root.display(path)) is not a regular file (the module refuses symlinks)" }
+        guard st.uid == 0 else { return "\(root.display(path)) is owned by uid \(st.uid), not root" }
+        guard !st.groupOrOtherWritable else { return "\(root.display(path)) has mode \(st.octalMode): writable by group or other" }
+        guard st.mode & 0o111 != 0 else { return "\(root.display(path)) is not executable (mode \(st.octalMode))" }
+        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        if let dir = root.status(parent.isEmpty ? "/" : parent, followLinks: true) {
+            guard dir.uid == 0, !dir.groupOrOtherWritable else {
+                return "\(root.display(parent)): the helper's directory must be root's and not writable by group or other"
+            }
+        }
+        return nil
+    }
+
+    /// The enrolled users, or an error saying why the state could not be read. A missing
+    /// state directory means nobody.
+    public func enrolledUsers() -> Result<[UserName], SetupError> {
+        let full = root.host(stateDirectory)
+        guard root.exists(stateDirectory) else { return .success([]) }
+        do {
+            let store = try FileStore(path: full, create: false)
+            return .success(try store.users())
+        } catch {
+            return .failure(SetupError("\(error)"))
+        }
+    }
+
+    /// Users with a record, loaded (for lockouts); unreadable ones reported by name.
+    public func records() -> (records: [UserRecord], problems: [String]) {
+        guard root.exists(stateDirectory) else { return ([], []) }
+        do {
+            let store = try FileStore(path: root.host(stateDirectory), create: false)
+            var records: [UserRecord] = []
+            var problems: [String] = []
+            for user in try store.users() {
+                do {
+                    if let record = try store.load(user) { records.append(record) }
+                } catch {
+                    problems.append("\(user): \(error)")
+                }
+            }
+            return (records, problems)
+        } catch {
+            return ([], ["\(error)"])
+        }
+    }
+
+    /// Members of the groups that may use sudo on Debian and elsewhere (`sudo`, `admin`,
+    /// `wheel`), from the root's /etc/group.
+    public func sudoers() -> [String] {
+        guard let text = try? root.readText("/etc/group") else { return [] }
+        var names: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 4, ["sudo", "admin", "wheel"].contains(fields[0]) else { continue }
+            for name in fields[3].split(separator: ",") where !names.contains(String(name)) {
+                names.append(String(name))
+            }
+        }
+        return names
+    }
+
+    /// The PAM options that point the module at this installation's state and config, when
+    /// they are not the defaults.
+    public var moduleOptions: [String] {
+        var options: [String] = []
+        if stateDirectory != FileStore.defaultPath { options.append("state_dir=\(stateDirectory)") }
+        if configPath != Config.defaultPath { options.append("config=\(configPath)") }
+        return options
+    }
+
+    /// Reads a file inside the root for the PAM and sshd loaders.
+    public func readText(_ inner: String) throws(SetupError) -> String? { try root.readText(inner) }
+}
