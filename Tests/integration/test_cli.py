@@ -157,7 +157,8 @@ def test_must_run_as_root(ww):
     assert proc.returncode != 0 and "must be run as root" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("command", ["", "enroll", "list", "show", "remove", "unlock", "recovery-codes"])
+@pytest.mark.parametrize("command", ["", "enroll", "list", "show", "remove", "unlock", "recovery-codes",
+                                     "enable", "disable", "doctor"])
 def test_help_matches_golden(command):
     args = [command] if command else []
     proc = subprocess.run([str(CLI), *args, "--help"], capture_output=True, text=True,
