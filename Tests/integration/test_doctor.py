@@ -1,0 +1,234 @@
+"""`watchword doctor --root TREE` on Debian 12 trees that are right and on each
+misconfiguration: its verdicts, line by line. sshd's effective settings come from the
+machine's real `sshd -T` over the tree's config; the clock from a fake `timedatectl`."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from systree import Tree, clock_bin, findings, fixture
+from ww import CLI
+
+SUDO = "/etc/pam.d/sudo"
+SSHD = "/etc/pam.d/sshd"
+DROP_IN = "/etc/ssh/sshd_config.d/watchword.conf"
+
+
+@pytest.fixture
+def tree(tmp_path, pam_module) -> Tree:
+    if not shutil.which("sshd", path="/usr/sbin:/usr/bin"):
+        pytest.skip("openssh-server is needed")
+    return Tree(tmp_path / "tree")
+
+
+@pytest.fixture
+def good(tree) -> Tree:
+    """Both services enabled the way `enable` does it: key + code for sshd."""
+    for args in (["enable", "sudo"], ["enable", "sshd", "--with-publickey"]):
+        res = tree.cli(*args)
+        assert res.returncode == 0, res.stderr
+    return tree
+
+
+def test_a_right_setup_is_all_ok(good):
+    rc, checks = good.doctor()
+    assert rc == 0
+    assert findings(checks, "fail") == [] and findings(checks, "warn") == [], checks
+    assert findings(checks, "ok", "pam.sshd") == [
+        "/etc/pam.d/sshd:5 'auth required pam_watchword.so' runs on every successful sshd login and a wrong code denies"]
+    assert findings(checks, "ok", "pam.sudo") == [
+        "/etc/pam.d/sudo:7 'auth required pam_watchword.so' runs on every successful sudo login and a wrong code denies"]
+    assert findings(checks, "ok", "sshd.bypass") == ["every sshd login needs the code: publickey,keyboard-interactive"]
+    assert ("KbdInteractiveAuthentication yes (from /etc/ssh/sshd_config.d/watchword.conf:6)"
+            in findings(checks, "ok", "sshd.config"))
+    assert findings(checks, "ok", "summary") == ["sshd and sudo both require the code"]
+    assert findings(checks, "ok", "users") == ["1 enrolled: alice"]
+    assert findings(checks, "ok", "clock") == ["synchronised (timedatectl: NTPSynchronized=yes)"]
+    for name in ("install.cli", "install.helper", "install.module", "config", "state"):
+        assert findings(checks, "ok", name), name
+
+
+def test_text_output_is_a_table_with_a_verdict(good):
+    res = good.cli("doctor")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"The system under {good.root} (paths below are inside it):"
+    assert lines[1].split() == ["STATUS", "CHECK", "DETAIL"]
+    assert any(l.startswith("OK      pam.sshd        /etc/pam.d/sshd:5") for l in lines), res.stdout
+    assert lines[-1].startswith("0 FAIL, 0 WARN, ")
+
+
+def test_stock_debian_requires_nothing(tree):
+    rc, checks = tree.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "summary") == ["neither sshd nor sudo requires the code"]
+    assert any("no pam_watchword.so in the auth stack" in d for d in findings(checks, "warn", "pam.sshd"))
+    assert any("no pam_watchword.so in the auth stack" in d for d in findings(checks, "warn", "pam.sudo"))
+
+
+def test_publickey_bypass_when_only_the_pam_file_was_edited(tree):
+    """The classic half setup: the module is in /etc/pam.d/sshd, sshd_config is Debian's."""
+    tree.write(SSHD, tree.read(SSHD).replace(b"@include common-auth\n",
+                                              b"@include common-auth\nauth required pam_watchword.so\n"))
+    rc, checks = tree.doctor()
+    assert rc == 1
+    assert findings(checks, "ok", "pam.sshd")  # the PAM stack itself is fine...
+    assert ("KbdInteractiveAuthentication no: sshd never asks PAM's questions, so nobody is asked for the code "
+            "(from /etc/ssh/sshd_config:62)") in findings(checks, "fail", "sshd.config")
+    bypass = findings(checks, "fail", "sshd.bypass")
+    assert bypass == ["a public key alone logs in: sshd does not run PAM's auth stack for publickey "
+                      "(AuthenticationMethods any); require keyboard-interactive: watchword enable sshd [--with-publickey]"]
+    assert any("'password' logins answer every PAM question with the password" in d
+               for d in findings(checks, "warn", "sshd.bypass"))
+    assert findings(checks, "fail", "summary") == ["neither sshd nor sudo requires the code"]
+
+
+def test_an_earlier_sufficient_line_is_a_bypass(good):
+    text = fixture("variants/sudo-sufficient").replace(
+        b"@include common-auth\n", b"@include common-auth\nauth required pam_watchword.so\n")
+    good.write(SUDO, text)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "pam.sudo") == [
+        "sudo can succeed without the code: /etc/pam.d/sudo:7 'auth sufficient pam_ssh_agent_auth.so "
+        "file=/etc/security/authorized_keys' can end or jump past the stack before /etc/pam.d/sudo:9 is reached: "
+        "a login succeeds without a code"]
+    assert findings(checks, "warn", "summary") == ["sshd requires the code; sudo does not"]
+
+
+def test_a_jump_over_the_module_is_a_bypass(good):
+    """A common admin pattern: skip the code for a trusted group with a jump."""
+    good.write(SUDO, good.read(SUDO).replace(
+        b"@include common-auth\n",
+        b"@include common-auth\nauth [success=1 default=ignore] pam_succeed_if.so user ingroup trusted\n"))
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "pam.sudo") == [
+        "sudo can succeed without the code: /etc/pam.d/sudo:7 'auth [success=1 default=ignore] pam_succeed_if.so "
+        "user ingroup trusted' can end or jump past the stack before /etc/pam.d/sudo:8 is reached: "
+        "a login succeeds without a code"]
+
+
+def test_a_jump_in_an_included_file_that_overshoots_refuses_everybody(good):
+    """Jumps count across an @include: pam_unix's success=4 in common-auth skips the module
+    too, but leaves nothing that succeeds, so every sudo fails (libpam's 'bad jump' rules)."""
+    common = good.read("/etc/pam.d/common-auth").replace(b"[success=1 default=ignore]", b"[success=4 default=ignore]")
+    good.write("/etc/pam.d/common-auth", common)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "pam.sudo") == [
+        "/etc/pam.d/sudo:7 is never reached: every login fails before it (sudo logins are all refused)"]
+
+
+@pytest.mark.parametrize("control", ["optional", "sufficient", "[success=ok default=ignore]"])
+def test_a_weak_control_on_the_module_line(good, control):
+    good.write(SUDO, good.read(SUDO).replace(b"auth       required   pam_watchword.so",
+                                             f"auth {control} pam_watchword.so".encode()))
+    rc, checks = good.doctor()
+    assert rc == 1
+    [detail] = findings(checks, "fail", "pam.sudo")
+    assert f"control '{control}' lets the stack succeed when the code is wrong; use 'required'" in detail
+
+
+def test_nullok_is_a_warning(good):
+    good.write(SUDO, good.read(SUDO).replace(b"pam_watchword.so   #", b"pam_watchword.so nullok   #"))
+    rc, checks = good.doctor()
+    assert rc == 0
+    assert findings(checks, "warn", "pam.sudo") == [
+        "/etc/pam.d/sudo:7: nullok lets users who are not enrolled in without a code; drop it once everybody is enrolled"]
+
+
+def test_sshd_config_value_before_the_include_defeats_the_drop_in(good):
+    good.write("/etc/ssh/sshd_config", fixture("variants/sshd_config-kbd-first"))
+    rc, checks = good.doctor()
+    assert rc == 1
+    # sshd -T itself refuses: AuthenticationMethods needs keyboard-interactive, which is off.
+    assert any("sshd -T rejects the configuration" in d and "keyboard-interactive" in d
+               for d in findings(checks, "fail", "sshd.config")), checks
+
+
+def test_code_alone_when_the_stack_checks_no_password(good):
+    good.write(DROP_IN, good.text(DROP_IN).replace("publickey,keyboard-interactive", "keyboard-interactive"))
+    rc, checks = good.doctor()
+    assert rc == 1
+    [detail] = findings(checks, "fail", "sshd.bypass")
+    assert detail.startswith("'keyboard-interactive' alone logs in with just the code")
+
+
+def test_a_match_block_is_reported(good):
+    config = good.read("/etc/ssh/sshd_config") + b"Match Address 10.0.0.0/8\n    AuthenticationMethods publickey\n"
+    good.write("/etc/ssh/sshd_config", config)
+    rc, checks = good.doctor()
+    assert any("'AuthenticationMethods publickey' inside 'Match Address 10.0.0.0/8'" in d
+               for d in findings(checks, "warn", "sshd.config")), checks
+
+
+def test_install_problems(good):
+    good.helper.chmod(0o777)
+    good.path("/lib/x86_64-linux-gnu/security/pam_watchword.so").unlink()
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "install.helper") == [
+        "/usr/local/libexec/watchword/watchword-helper has mode 0777: writable by group or other: "
+        "the module refuses to run it and denies every login"]
+    assert findings(checks, "fail", "install.module") == [
+        "/lib/x86_64-linux-gnu/security/pam_watchword.so is not installed: every login whose stack names it fails"]
+
+
+def test_state_and_config_problems(good):
+    os.chmod(good.path("/var/lib/watchword/users/alice"), 0o644)
+    good.write("/etc/watchword/config.toml", "[policy]\nwindow = 99\n", mode=0o600)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert any(d.startswith("/var/lib/watchword/users/alice: owner uid 0, mode 0644; must be root, 0600")
+               for d in findings(checks, "fail", "state")), checks
+    [config] = findings(checks, "fail", "config")
+    assert "policy.window = 99 is out of range" in config and "denies every login" in config
+    good.write("/etc/watchword/config.toml", "[policy]\nwindow = 1\n", mode=0o644)
+    rc, checks = good.doctor()
+    assert any("gives group or other access" in d for d in findings(checks, "fail", "config")), checks
+
+
+def test_nobody_enrolled_with_the_module_required(good):
+    subprocess.run([str(CLI), "remove", "alice", "--state-dir", str(good.path("/var/lib/watchword"))], check=True,
+                   capture_output=True)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "users") == [
+        "nobody is enrolled, and the module is required without nullok: every login through it is refused "
+        "(watchword enroll USER --totp)"]
+
+
+def test_locked_out_users_and_sudoers_not_enrolled(good):
+    good.write("/etc/watchword/config.toml", "[policy]\nmax_failures = 1\nlockout_seconds = 600\n", mode=0o600)
+    good.write("/etc/group", "root:x:0:\nsudo:x:27:alice,bob\n")
+    from conftest import run_pamtester, write_service
+    service_dir = good.root.parent / "pamw"
+    write_service(service_dir, "t", [f"auth required {good.path('/lib/x86_64-linux-gnu/security/pam_watchword.so')} "
+                                     f"{good.module_args()}"])
+    assert run_pamtester(service_dir, "t", "alice", "000000\n").rc != 0
+    rc, checks = good.doctor()
+    [locked] = findings(checks, "warn", "users.locked")
+    assert locked.startswith("alice is locked out for ") and "(watchword unlock alice)" in locked
+    assert findings(checks, "warn", "users.sudo") == [
+        "in the sudo/admin/wheel group but not enrolled, so sudo refuses them: bob"]
+
+
+def test_clock(good, tmp_path):
+    _, checks = good.doctor(clock=clock_bin(tmp_path / "unsynced", "no"))
+    assert findings(checks, "warn", "clock")[0].startswith("not synchronised (timedatectl: NTPSynchronized=no")
+    # No fake on PATH: this container's real timedatectl cannot reach systemd, so: unknown.
+    _, checks = good.doctor(clock=clock_bin(tmp_path / "none", None))
+    [clock] = findings(checks, "warn", "clock")
+    assert clock.startswith("unknown whether the clock is synchronised")
+
+
+def test_sms_provider_without_sms_delivery(good):
+    good.write("/etc/watchword/config.toml",
+               '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/bin/true", "{phone}", "{message}"]\n', mode=0o600)
+    _, checks = good.doctor()
+    assert findings(checks, "warn", "sms") == [
+        'sms.provider is "command" but SMS delivery is not built in this version: nobody gets a code by SMS']

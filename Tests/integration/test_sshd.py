@@ -1,0 +1,198 @@
+"""The real sshd and ssh, end to end: `watchword enable sshd` on Debian 12's own
+/etc/pam.d/sshd and sshd_config (in a tree), then Debian's sshd run on a loopback port with
+that config and that PAM file, inside `unshare -m` with the files bind-mounted over the real
+ones (the machine's own files are never touched). The ssh client is driven by pexpect and
+answers `Verification code: ` with codes from oathtool.
+
+Also the case doctor exists for: the module in /etc/pam.d/sshd but Debian's sshd_config,
+where doctor says a public key alone logs in — and the real sshd lets it."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from systree import LoginUser, Tree, findings
+from ww import oathtool_totp
+
+pexpect = pytest.importorskip("pexpect")
+
+SSHD_BIN = "/usr/sbin/sshd"
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    if os.geteuid() != 0 or not os.path.exists(SSHD_BIN) or not shutil.which("ssh") or not shutil.which("unshare"):
+        pytest.skip("needs root, openssh-server, openssh-client and unshare")
+    u = LoginUser(tmp_path_factory.mktemp("sshuser"))
+    yield u
+    u.remove()
+
+
+class SSHD:
+    """Debian's sshd on 127.0.0.1:PORT with the tree's sshd_config, its drop-in directory and its
+    /etc/pam.d/sshd (module named by absolute path, pointed at the tree's helper and state)."""
+
+    def __init__(self, tree: Tree, user: LoginUser, tmp: Path):
+        self.tmp = tmp
+        hostkey = tmp / "ssh_host_ed25519_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)], check=True)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        pam = tree.runnable_pam_file("sshd") if "pam_watchword.so" in tree.text("/etc/pam.d/sshd") \
+            else tree.path("/etc/pam.d/sshd")
+        mounts = user.mounts() + [
+            f"mount --bind {pam} /etc/pam.d/sshd",
+            f"mount --bind {tree.path('/etc/ssh/sshd_config.d')} /etc/ssh/sshd_config.d",
+        ]
+        script = " && ".join(mounts) + (
+            f" && exec {SSHD_BIN} -D -e -f {tree.path('/etc/ssh/sshd_config')} -h {hostkey} -p {self.port}"
+            " -o ListenAddress=127.0.0.1 -o PidFile=none")
+        self.log = tmp / "sshd.log"
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while "Server listening" not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "sshd did not start:\n" + self.log.read_text()
+            time.sleep(0.02)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_sshd(tmp_path, user):
+    started: list[SSHD] = []
+
+    def _start(tree: Tree) -> SSHD:
+        d = tmp_path / f"sshd{len(started)}"
+        d.mkdir()
+        s = SSHD(tree, user, d)
+        started.append(s)
+        return s
+
+    yield _start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def tree(tmp_path, pam_module, user) -> Tree:
+    return Tree(tmp_path / "tree", enrolled=(user.name,))
+
+
+def fresh_code(secret: str) -> str:
+    if time.time() % 30 > 27:
+        time.sleep(30 - time.time() % 30 + 0.2)
+    return oathtool_totp(secret)
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 500_000) % 1_000_000:06d}"
+
+
+class Login:
+    """One `ssh ... echo OK` through pexpect; `answers` is a list of (prompt regex, answer)."""
+
+    def __init__(self, sshd: SSHD, user: LoginUser, *, key: bool, methods: str, answers=()):
+        argv = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "NumberOfPasswordPrompts=1", "-o", f"PreferredAuthentications={methods}",
+                "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-p", str(sshd.port)]
+        argv += ["-i", str(user.key)] if key else ["-o", "IdentityFile=/dev/null"]
+        argv += [f"{user.name}@127.0.0.1", "echo", "LOGGED-IN-OK"]
+        child = pexpect.spawn("ssh", argv, env={"PATH": os.environ["PATH"], "HOME": str(sshd.tmp)},
+                              encoding="utf-8", timeout=20)
+        self.prompts: list[str] = []
+        for prompt, answer in answers:
+            i = child.expect([prompt, pexpect.EOF])
+            if i == 1:
+                break
+            self.prompts.append(child.after)
+            child.sendline(answer)
+        child.expect(pexpect.EOF)
+        self.output = "".join(self.prompts) + (child.before or "")
+        child.close()
+        self.status = child.exitstatus
+
+    @property
+    def ran(self) -> bool:
+        return self.status == 0 and "LOGGED-IN-OK" in self.output
+
+
+CODE = r"Verification code: "
+PASSWORD = r"[Pp]assword: "
+
+
+def test_password_then_code(tree, user, start_sshd):
+    assert tree.cli("enable", "sshd").returncode == 0
+    sshd = start_sshd(tree)
+    secret = tree.secrets[user.name]
+
+    denied = Login(sshd, user, key=False, methods="keyboard-interactive",
+                   answers=[(PASSWORD, user.password), (CODE, wrong(fresh_code(secret)))])
+    assert not denied.ran and "Verification code:" in denied.output, denied.output
+
+    ok = Login(sshd, user, key=False, methods="keyboard-interactive",
+               answers=[(PASSWORD, user.password), (CODE, fresh_code(secret))])
+    assert ok.ran, ok.output + sshd.log.read_text()
+
+    # A key alone is no longer a way in (AuthenticationMethods keyboard-interactive).
+    key_only = Login(sshd, user, key=True, methods="publickey")
+    assert not key_only.ran and "Permission denied" in key_only.output, key_only.output
+
+
+def test_key_and_code_both_required(tree, user, start_sshd):
+    assert tree.cli("enable", "sshd", "--with-publickey").returncode == 0
+    sshd = start_sshd(tree)
+    secret = tree.secrets[user.name]
+
+    key_only = Login(sshd, user, key=True, methods="publickey")
+    assert not key_only.ran and "Permission denied" in key_only.output, key_only.output
+
+    code_only = Login(sshd, user, key=False, methods="keyboard-interactive", answers=[(CODE, fresh_code(secret))])
+    assert not code_only.ran and code_only.prompts == [], code_only.output  # never even asked
+
+    wrong_code = Login(sshd, user, key=True, methods="publickey,keyboard-interactive",
+                       answers=[(CODE, wrong(fresh_code(secret)))])
+    assert not wrong_code.ran and wrong_code.prompts == ["Verification code: "], wrong_code.output
+
+    both = Login(sshd, user, key=True, methods="publickey,keyboard-interactive",
+                 answers=[(CODE, fresh_code(secret))])
+    assert both.ran, both.output + sshd.log.read_text()
+    assert both.prompts == ["Verification code: "]  # no password: sshd checked the key
+    assert "Accepted keyboard-interactive/pam for wwssh" in sshd.log.read_text()
+
+
+def test_doctor_is_right_about_the_publickey_bypass(tree, user, start_sshd):
+    """The module in /etc/pam.d/sshd by hand, sshd_config left as Debian ships it: doctor
+    fails the setup — and indeed a key alone logs in without any code."""
+    tree.write("/etc/pam.d/sshd", tree.read("/etc/pam.d/sshd").replace(
+        b"@include common-auth\n", b"@include common-auth\nauth required pam_watchword.so\n"))
+    rc, checks = tree.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "sshd.bypass")[0].startswith("a public key alone logs in")
+    sshd = start_sshd(tree)
+    key_only = Login(sshd, user, key=True, methods="publickey")
+    assert key_only.ran, key_only.output
+    assert "Accepted publickey for wwssh" in sshd.log.read_text()
+
+    # After `watchword enable sshd --with-publickey` doctor is content, and the key is not enough.
+    tree.write("/etc/pam.d/sshd", tree.read("/etc/pam.d/sshd").replace(b"auth required pam_watchword.so\n", b""))
+    assert tree.cli("enable", "sshd", "--with-publickey").returncode == 0
+    rc, checks = tree.doctor()
+    assert findings(checks, "ok", "sshd.bypass") == ["every sshd login needs the code: publickey,keyboard-interactive"]
+    sshd2 = start_sshd(tree)
+    assert not Login(sshd2, user, key=True, methods="publickey").ran
