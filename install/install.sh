@@ -67,11 +67,12 @@ watchword is installed:
 Next steps:
   1. Enroll a user and scan the QR code with an authenticator app:
        watchword enroll alice --totp
-  2. Keep a root shell open, then ask for the code in sudo: add this line to
-     /etc/pam.d/sudo right after '@include common-auth':
-       auth required pam_watchword.so
-     and try: sudo -k; sudo -u alice sudo true   (or: pamtester sudo alice authenticate)
-  3. For SSH, see $SHARE/pam.d-sshd and $SHARE/sshd_config-watchword.conf.
-  Users who are not enrolled are refused; add 'nullok' to the line to let them through
-  while you enroll everybody.
+  2. Keep a root shell open, then ask for the code in sudo and ssh:
+       watchword enable sudo
+       watchword enable sshd --with-publickey     (or without: the password, then the code)
+     and try a new login in another terminal: sudo -k; sudo true   /   ssh alice@host
+  3. Check that the code is really required: watchword doctor
+  To do it by hand instead, see $SHARE/pam.d-sudo, pam.d-sshd and sshd_config-watchword.conf.
+  enable refuses while nobody is enrolled; --nullok lets users who are not enrolled in
+  without a code while you enroll everybody.
 TXT

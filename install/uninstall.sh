@@ -20,7 +20,7 @@ done
 users=$(grep -l 'pam_watchword' /etc/pam.d/* 2>/dev/null || true)
 if [ -n "$users" ] && [ $force = 0 ]; then
     echo "uninstall: these PAM files still use pam_watchword.so: $users" >&2
-    echo "uninstall: remove those lines first (or pass --force)" >&2
+    echo "uninstall: take them out first (watchword disable sshd; watchword disable sudo), or pass --force" >&2
     exit 1
 fi
 
