@@ -33,24 +33,33 @@ public struct SMSSettings: Sendable, Equatable {
     }
     public struct Twilio: Sendable, Equatable {
         public var accountSid = "", authToken = "", from = "", apiBase = "https://api.twilio.com"
+        public init() {}
     }
     public struct TwilioVerify: Sendable, Equatable {
         public var accountSid = "", authToken = "", serviceSid = "", apiBase = "https://verify.twilio.com"
+        public init() {}
     }
     public struct Nomado: Sendable, Equatable {
         public var username = "", password = "", apiBase = "https://api.nomado.eu"
+        public init() {}
     }
 
     public var provider = Provider.none
     public var codeDigits = 6
     public var codeTTLSeconds = 300
     public var resendIntervalSeconds = 30
+    /// Texts per user in any hour.
     public var maxPerHour = 5
+    /// Texts for all users together in any hour: a cap on the bill if something goes wrong.
+    public var maxPerHourTotal = 100
+    /// Bounds each send and each check (the PAM module's `timeout=` must be larger).
     public var timeoutSeconds = 10
     public var commandArgv: [String] = []
     public var twilio = Twilio()
     public var twilioVerify = TwilioVerify()
     public var nomado = Nomado()
+
+    public init() {}
 }
 
 /// `[store]`: where state lives.
@@ -112,6 +121,7 @@ extension Config {
         config.sms.codeTTLSeconds = try reader.int("sms.code_ttl_seconds", 30...3600, default: 300)
         config.sms.resendIntervalSeconds = try reader.int("sms.resend_interval_seconds", 0...3600, default: 30)
         config.sms.maxPerHour = try reader.int("sms.max_per_hour", 1...1000, default: 5)
+        config.sms.maxPerHourTotal = try reader.int("sms.max_per_hour_total", 1...100_000, default: 100)
         config.sms.timeoutSeconds = try reader.int("sms.timeout_seconds", 1...120, default: 10)
         config.sms.commandArgv = try reader.strings("sms.command.argv")
         config.sms.twilio.accountSid = try reader.string("sms.twilio.account_sid")
@@ -154,6 +164,9 @@ extension Config {
                 throw ConfigError(
                     "\(path): sms.provider is \"command\" but sms.command.argv is not a list starting with an absolute program path"
                 )
+            }
+            for placeholder in ["{phone}", "{message}"] where !sms.commandArgv.contains(where: { $0.contains(placeholder) }) {
+                throw ConfigError("\(path): sms.command.argv has no \(placeholder): the text would not reach the user")
             }
         case .twilio:
             try need("sms.twilio.account_sid", sms.twilio.accountSid)

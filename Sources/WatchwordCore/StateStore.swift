@@ -35,15 +35,22 @@ public protocol StateStore: Sendable {
 
     /// The key for hashing recovery codes; made on first use when `create` is set.
     func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey?
+
+    /// Runs `body` on the count of texts sent for all users (`sms.max_per_hour_total`)
+    /// under its own exclusive lock, and stores what it leaves. Callers may hold a user's
+    /// lock when they call this, never the other way round.
+    func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R
 }
 
 /// The default store: one file per user under a root-only directory.
 ///
 /// Layout: `DIR/users/NAME` (the record), `DIR/locks/NAME` (its lock file, never removed),
-/// `DIR/recovery.key` (32 random bytes). Directories root 0700, files root 0600.
+/// `DIR/recovery.key` (32 random bytes), `DIR/sms-global` (texts sent for all users, locked
+/// through `DIR/locks/.sms-global`). Directories root 0700, files root 0600.
 public final class FileStore: StateStore, @unchecked Sendable {
     public static let defaultPath = "/var/lib/watchword"
     public static let keyFile = "recovery.key"
+    public static let smsGlobalFile = "sms-global"
 
     public let path: String
     private let root: SecureDirectory
@@ -137,6 +144,42 @@ public final class FileStore: StateStore, @unchecked Sendable {
             throw .untrusted(error)
         }
         return names.compactMap { try? UserName($0) }.sorted()
+    }
+
+    public func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        // User names cannot start with '.', so this lock never belongs to a user.
+        guard let locks = try directory("locks") else {
+            throw StoreError.unsupported("state \(root.join("locks")): missing")
+        }
+        let lock: FileLock
+        do {
+            lock = try locks.lock(".sms-global")
+        } catch {
+            throw StoreError.untrusted(error)
+        }
+        defer { lock.release() }
+        let before: SMSGlobalState
+        do {
+            if let bytes = try root.read(Self.smsGlobalFile, limit: SMSGlobalState.maxFileSize) {
+                before = try SMSGlobalState.parse(bytes)
+            } else {
+                before = SMSGlobalState()
+            }
+        } catch let error as FileTrustError {
+            throw StoreError.untrusted(error)
+        } catch let error as StateFormatError {
+            throw StoreError.corrupt(path: root.join(Self.smsGlobalFile), error)
+        }
+        var state = before
+        let result = try body(&state)
+        if state != before {
+            do {
+                try root.writeAtomically(Self.smsGlobalFile, state.serialized())
+            } catch {
+                throw StoreError.untrusted(error)
+            }
+        }
+        return result
     }
 
     public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {

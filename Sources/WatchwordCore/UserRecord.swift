@@ -13,13 +13,18 @@ public struct UserRecord: Sendable, Equatable {
     public var lastSuccess: Int64 = 0
     /// Keyed hashes (hex) of unused recovery codes.
     public var recoveryCodeHashes: [String] = []
+    /// Where SMS codes go; nil when the user gets none.
+    public var phone: PhoneNumber?
+    /// The SMS code in flight and recent sends (kept when the phone is removed, so that
+    /// removing and re-adding a number does not reset the rate limits).
+    public var sms = SMSState()
 
     public init(user: UserName, created: Int64) {
         self.user = user
         self.created = created
     }
 
-    public var isEnrolled: Bool { otp != nil || !recoveryCodeHashes.isEmpty }
+    public var isEnrolled: Bool { otp != nil || !recoveryCodeHashes.isEmpty || phone != nil }
 
     /// Seconds of lockout left at `now`, or nil when not locked.
     public func lockoutRemaining(at now: Int64) -> Int64? {
@@ -67,6 +72,19 @@ public struct StateFormatError: Error, Sendable, Equatable, CustomStringConverti
 /// The user file format, version 1: a `watchword-user 1` header, one `key value` per line,
 /// an `end` line last (so a truncated file is seen as such). Strict: unknown, missing or
 /// repeated keys and bad values are errors.
+///
+/// The SMS keys (`phone`, `sms.*`) are optional and written only when they hold something,
+/// so a file without SMS is byte for byte what it was before SMS existed, and files written
+/// before SMS still parse. The version stays 1: a reader too old to know these keys refuses
+/// them as unknown keys and denies (fails closed), which is what a version bump would
+/// have achieved, without making every existing file unreadable to older binaries.
+///
+///     phone +14155550123          E.164
+///     sms.code <64 hex>           keyed hash of a code watchword made; needs sms.expires
+///     sms.expires <unix time>     a code is pending until then; with sms.tries
+///     sms.tries <0-3>             wrong answers while it was pending
+///     sms.last_sent <unix time>   the last text
+///     sms.sent MINUTE:COUNT ...   texts per minute (unix time / 60) in the last hour
 extension UserRecord {
     public static let formatHeader = "watchword-user 1"
     public static let maxFileSize = 64 * 1024
@@ -89,6 +107,14 @@ extension UserRecord {
         lines.append("failures \(failures)")
         lines.append("locked_until \(lockedUntil)")
         lines.append("last_success \(lastSuccess)")
+        if let phone { lines.append("phone \(phone.e164)") }
+        if let pending = sms.pending {
+            if let hash = pending.hash { lines.append("sms.code \(hash)") }
+            lines.append("sms.expires \(pending.expires)")
+            lines.append("sms.tries \(pending.tries)")
+        }
+        if sms.lastSent != 0 { lines.append("sms.last_sent \(sms.lastSent)") }
+        if !sms.sent.buckets.isEmpty { lines.append("sms.sent \(sms.sent.text)") }
         for hash in recoveryCodeHashes { lines.append("recovery \(hash)") }
         lines.append("end")
         return Array((lines.joined(separator: "\n") + "\n").utf8)
@@ -180,10 +206,46 @@ extension UserRecord {
         record.lockedUntil = try reader.int("locked_until", 0...Int64.max)
         record.lastSuccess = try reader.int("last_success", 0...Int64.max)
         record.recoveryCodeHashes = recovery
+        try readSMS(&reader, into: &record)
         if let (key, (_, line)) = reader.remaining.first {
             throw StateFormatError(line: line, message: "unknown key '\(key)'")
         }
         return record
+    }
+}
+
+extension UserRecord {
+    /// The optional SMS keys; see the format description above.
+    fileprivate static func readSMS(_ reader: inout FieldReader, into record: inout UserRecord) throws(StateFormatError) {
+        if let text = reader.takeOptional("phone") {
+            do {
+                record.phone = try PhoneNumber(text)
+            } catch {
+                throw StateFormatError(line: reader.line("phone"), message: "phone: \(error)")
+            }
+        }
+        let hash = reader.takeOptional("sms.code")
+        if let hash {
+            guard hash.utf8.count == 64, Hex.decode(hash) != nil, hash == hash.lowercased() else {
+                throw StateFormatError(line: reader.line("sms.code"), message: "sms.code is not 64 lowercase hex digits")
+            }
+        }
+        if reader.has("sms.expires") || hash != nil || reader.has("sms.tries") {
+            let expires = try reader.int("sms.expires", 0...Int64.max)
+            let tries = Int(try reader.int("sms.tries", 0...Int64(PendingSMSCode.maxTries)))
+            record.sms.pending = PendingSMSCode(hash: hash, expires: expires, tries: tries)
+        }
+        if reader.has("sms.last_sent") {
+            record.sms.lastSent = try reader.int("sms.last_sent", 1...Int64.max)
+        }
+        if let text = reader.takeOptional("sms.sent") {
+            guard let window = SendWindow(text: text), !window.buckets.isEmpty else {
+                throw StateFormatError(
+                    line: reader.line("sms.sent"),
+                    message: "sms.sent is not up to 60 ascending MINUTE:COUNT pairs")
+            }
+            record.sms.sent = window
+        }
     }
 }
 
@@ -197,6 +259,8 @@ private struct FieldReader {
     }
 
     func line(_ key: String) -> Int { all[key]?.1 ?? 0 }
+
+    func has(_ key: String) -> Bool { remaining[key] != nil }
 
     mutating func takeOptional(_ key: String) -> String? {
         remaining.removeValue(forKey: key)?.0

@@ -10,8 +10,22 @@ public enum Verdict: Sendable, Equatable {
     case malformed(String)
     /// Locked before the answer was looked at.
     case locked(remaining: Int64)
+    /// Nothing here matched, but the SMS service holds a pending code: ask it whether the
+    /// answer is that code, then call `Verifier.finishServiceCheck`. One of the code's
+    /// tries is already used up.
+    case askService(code: String)
 
-    public enum Method: String, Sendable { case totp, hotp, recovery }
+    public enum Method: String, Sendable { case totp, hotp, recovery, sms }
+}
+
+/// How the pending SMS code, if any, takes part in checking an answer.
+public enum SMSCheck: Sendable {
+    /// Not at all (no phone or no provider).
+    case none
+    /// watchword made the code and holds its keyed hash (`command`, `twilio`).
+    case local
+    /// The provider made the code and checks it (`twilio-verify`, `nomado`).
+    case service
 }
 
 /// The policy applied to one answer: replay refusal, the HOTP look-ahead, recovery codes,
@@ -30,26 +44,66 @@ public struct Verifier: Sendable {
         return String(decoding: slice, as: UTF8.self)
     }
 
+    /// Whether an answer is empty once trimmed (the user just pressed Enter).
+    public static func isBlank(_ answer: [UInt8]) -> Bool {
+        answer.allSatisfy { [0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C].contains($0) }
+    }
+
     /// Checks `answer` against the record at `now`, updating replay state, counters and lockout.
-    public func check(_ answer: [UInt8], record: inout UserRecord, now: Int64, key: SymmetricKey?) -> Verdict {
+    ///
+    /// With `sms`, the pending SMS code takes part too: a wrong answer uses up one of its
+    /// tries (it dies after `PendingSMSCode.maxTries`), an expired one is dropped, and a
+    /// code the service holds is left to `.askService`.
+    public func check(
+        _ answer: [UInt8], record: inout UserRecord, now: Int64, key: SymmetricKey?, sms: SMSCheck = .none
+    ) -> Verdict {
         if let remaining = record.lockoutRemaining(at: now) { return .locked(remaining: remaining) }
         guard let code = Self.normalize(answer) else {
             return .malformed(answer.isEmpty ? "empty answer" : "answer is not a code of digits")
         }
+        if let pending = record.sms.pending, !pending.isAlive(at: now) { record.sms.pending = nil }
         if let method = acceptOTP(code, record: &record, now: now) {
             return succeed(method, record: &record, now: now)
+        }
+        if case .local = sms, let key, let hash = record.sms.pending?.hash {
+            let candidate = Array(SMSCodePolicy.hash(code, user: record.user, key: key).utf8)
+            if constantTimeEquals(Array(hash.utf8), candidate) {
+                return succeed(.sms, record: &record, now: now)
+            }
         }
         if let key, let index = RecoveryCodes.match(code, user: record.user, key: key, hashes: record.recoveryCodeHashes) {
             record.recoveryCodeHashes.remove(at: index)
             return succeed(.recovery, record: &record, now: now)
         }
+        if case .service = sms, var pending = record.sms.pending, pending.hash == nil, (4...10).contains(code.utf8.count) {
+            pending.tries += 1
+            record.sms.pending = pending
+            return .askService(code: code)
+        }
+        useSMSTry(record: &record)
         return fail(record: &record, now: now)
+    }
+
+    /// Completes `.askService` with the service's answer.
+    public func finishServiceCheck(approved: Bool, record: inout UserRecord, now: Int64) -> Verdict {
+        if approved { return succeed(.sms, record: &record, now: now) }
+        if let pending = record.sms.pending, !pending.isAlive(at: now) { record.sms.pending = nil }
+        return fail(record: &record, now: now)
+    }
+
+    /// A wrong answer while a code is pending is a guess at it too.
+    private func useSMSTry(record: inout UserRecord) {
+        guard var pending = record.sms.pending else { return }
+        pending.tries += 1
+        record.sms.pending = pending.tries >= PendingSMSCode.maxTries ? nil : pending
     }
 
     private func succeed(_ method: Verdict.Method, record: inout UserRecord, now: Int64) -> Verdict {
         record.failures = 0
         record.lockedUntil = 0
         record.lastSuccess = now
+        // Whatever got the user in, a texted code has served its purpose.
+        record.sms.pending = nil
         return .accepted(method)
     }
 

@@ -78,4 +78,9 @@ final class SpyStore: StateStore, @unchecked Sendable {
         calls.append("recoveryKey")
         return nil
     }
+    func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        calls.append("updateSMSGlobal")
+        var state = SMSGlobalState()
+        return try body(&state)
+    }
 }
