@@ -22,6 +22,10 @@ let package = Package(
         .systemLibrary(
             name: "CQRencode", path: "Sources/CQRencode", pkgConfig: "libqrencode",
             providers: [.apt(["libqrencode-dev"])]),
+        // libcurl's headers (libcurl4-openssl-dev). Deliberately not linked: WatchwordSMS
+        // dlopen()s libcurl.so.4 when a text is sent, so TOTP logins never load it.
+        .systemLibrary(
+            name: "CCurl", path: "Sources/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
 
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
@@ -35,18 +39,26 @@ let package = Package(
         // only; the helper never links it.
         .target(name: "WatchwordSetup", dependencies: ["WatchwordCore"]),
 
+        // The SMS providers: command, twilio, twilio-verify, nomado (HTTPS through libcurl).
+        .target(name: "WatchwordSMS", dependencies: ["WatchwordCore", "CCurl"]),
+        // Test doubles shipped as a target of their own: a fake SMS provider.
+        .target(name: "WatchwordTestDoubles", dependencies: ["WatchwordCore"]),
+
         // The verification helper run by pam_watchword.so.
-        .executableTarget(name: "WatchwordHelper", dependencies: ["WatchwordCore"]),
+        .executableTarget(name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS"]),
         // The admin CLI.
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "WatchwordSetup", "CQRencode",
+                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "CQRencode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
-        .testTarget(name: "WatchwordCoreTests", dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto"]),
+        .testTarget(
+            name: "WatchwordCoreTests",
+            dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles"]),
+        .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore"]),
         .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup"]),
     ]
 )

@@ -10,6 +10,7 @@ import Glibc
 import Musl
 #endif
 import WatchwordCore
+import WatchwordSMS
 
 /// The protocol exit status for "cannot run": the module maps it to PAM_AUTHINFO_UNAVAIL.
 let unavailable = LoginOutcome.unavailable.exitStatus
@@ -61,7 +62,8 @@ do {
         throw StoreError.unsupported("store backend '\(config.store.backend.rawValue)' is not supported by this build")
     }
     let store = try FileStore(path: header.stateDir, create: false)
-    let flow = LoginFlow(config: config, store: store)
+    // The provider is made only if this login sends or checks a text.
+    let flow = LoginFlow(config: config, store: store, smsGateway: { () throws(SMSError) in try makeSMSGateway(config.sms) })
     // Anything outside printable ASCII makes a name invalid anyway; replacing it keeps
     // the name invalid and keeps forged fields and stray bytes out of the log.
     let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })

@@ -1,0 +1,363 @@
+import Testing
+import WatchwordCore
+import WatchwordCrypto
+import WatchwordTestDoubles
+
+private let phone = try! PhoneNumber("+14155550123")
+private let sentPrompt = "Code sent to ••••••0123. Verification code: "
+private let offerPrompt = "Verification code (press Enter to get one by SMS): "
+
+/// Logins of SMS users against a real FileStore, with a fake provider and a fixed clock.
+private final class SMSHarness {
+    let fixture: StoreFixture
+    let store: FileStore
+    let clock = TestClock(Fixture.now)
+    var config = Config()
+    let sender = FakeSMSSender()
+    let service = FakeVerificationService()
+    /// How often the login flow asked for the provider.
+    var gatewayRequests = 0
+    let recoveryCodes = ["1111122222", "3333344444"]
+
+    /// `totp`: also a TOTP token; `recovery`: with recovery codes.
+    init(totp: Bool = false, recovery: Bool = true, provider: SMSSettings.Provider = .twilio) throws {
+        fixture = try StoreFixture("smslogin")
+        let admin = try fixture.store(create: true)
+        let key = try #require(try admin.recoveryKey(create: true))
+        var record = totp ? Fixture.totpRecord() : UserRecord(user: Fixture.alice, created: Fixture.created)
+        record.phone = phone
+        if recovery { record.recoveryCodeHashes = recoveryCodes.map { RecoveryCodes.hash($0, user: Fixture.alice, key: key) } }
+        try admin.update(record.user) { $0 = record }
+        store = try fixture.store(create: false)
+        config.sms.provider = provider
+    }
+
+    var flow: LoginFlow {
+        LoginFlow(
+            config: config, store: store, now: clock.now,
+            smsGateway: { [self] () throws(SMSError) -> SMSGateway in
+                gatewayRequests += 1
+                return config.sms.provider == .twilio || config.sms.provider == .command ? sender.gateway : service.gateway
+            },
+            hostName: { "host.example" })
+    }
+
+    func login(_ answers: [ScriptedAnswer]) -> (LoginOutcome, ScriptedConversation) {
+        let harness = self
+        var replies = answers
+        var scripted = AnswerAtPrompt(conversation: ScriptedConversation()) {
+            guard !replies.isEmpty else { return .failed }
+            switch replies.removeFirst() {
+            case .text(let t): return .text(Array(t.utf8))
+            case .lastCode: return .text(Array((harness.sender.lastCode ?? "").utf8))
+            case .serviceCode: return .text(Array((harness.service.codes[phone] ?? "").utf8))
+            case .totp: return .text(Array(Fixture.code(at: harness.clock.time).utf8))
+            case .hangUp: return .failed
+            }
+        }
+        let outcome = flow.run(LoginRequest(user: "alice", service: "sshd"), conversation: &scripted)
+        return (outcome, scripted.conversation)
+    }
+
+    func record() throws -> UserRecord { try #require(try store.load(Fixture.alice)) }
+}
+
+/// An answer decided when the prompt comes: the code just texted is only known then.
+private enum ScriptedAnswer {
+    case text(String)
+    case lastCode
+    case serviceCode
+    case totp
+    case hangUp
+}
+
+/// Wraps a ScriptedConversation (for its record of events) but answers through `next`.
+private struct AnswerAtPrompt: Conversation {
+    var conversation: ScriptedConversation
+    let next: () -> Answer
+    init(conversation: ScriptedConversation, next: @escaping () -> Answer) {
+        self.conversation = conversation
+        self.next = next
+    }
+    mutating func prompt(_ text: String) -> Answer {
+        conversation.script = [next()]
+        return conversation.prompt(text)
+    }
+    mutating func info(_ text: String) { conversation.info(text) }
+    mutating func error(_ text: String) { conversation.error(text) }
+    mutating func log(_ priority: LogPriority, _ text: String) { conversation.log(priority, text) }
+}
+
+/// No code, no phone number in full and no credential in anything the helper says.
+private func expectNothingSecret(_ c: ScriptedConversation, codes: [String?], sourceLocation: SourceLocation = #_sourceLocation) {
+    for line in c.outputLines {
+        for code in codes.compactMap({ $0 }) where !code.isEmpty {
+            #expect(!line.contains(code), "'\(line)' holds a code", sourceLocation: sourceLocation)
+        }
+        #expect(!line.contains(phone.e164), "'\(line)' holds the phone number", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("Login flow with SMS")
+struct SMSLoginFlowTests {
+    @Test("SMS only: the code is texted first, then 'Code sent to ••••••0123. Verification code: '")
+    func smsOnly() throws {
+        let h = try SMSHarness()
+        let (outcome, c) = h.login([.lastCode])
+        #expect(outcome == .success)
+        #expect(c.prompts == [sentPrompt])
+        #expect(h.sender.texts.count == 1)
+        #expect(h.sender.texts[0].phone == phone)
+        let code = try #require(h.sender.lastCode)
+        #expect(code.utf8.count == 6)
+        #expect(h.sender.texts[0].message == "Your login code for host.example is \(code). It expires in 5 minutes.")
+        // The text went out before the prompt.
+        let sentIndex = c.events.firstIndex { if case .log(_, let t) = $0 { t.contains("SMS code sent") } else { false } }
+        let promptIndex = c.events.firstIndex { if case .prompt = $0 { true } else { false } }
+        #expect(sentIndex != nil && promptIndex != nil && sentIndex! < promptIndex!)
+        #expect(c.logLines.contains("user alice: accepted (sms)"))
+        let record = try h.record()
+        #expect(record.sms.pending == nil && record.sms.lastSent == Fixture.now && record.lastSuccess == Fixture.now)
+        #expect(!String(decoding: record.serialized(), as: UTF8.self).contains(code))
+        expectNothingSecret(c, codes: [code])
+    }
+
+    @Test("a wrong code is refused and counted; the texted code then still works (try 2 of 3)")
+    func wrongCode() throws {
+        let h = try SMSHarness()
+        let (outcome, c) = h.login([.text("000000")])
+        #expect(outcome == .authErr)
+        #expect(try h.record().failures == 1)
+        #expect(try h.record().sms.pending?.tries == 1)
+        expectNothingSecret(c, codes: [h.sender.lastCode])
+        // A second login within the resend interval sends nothing new and takes the same code.
+        h.clock.advance(by: 5)
+        let (again, c2) = h.login([.lastCode])
+        #expect(again == .success)
+        #expect(h.sender.texts.count == 1)
+        #expect(c2.infos.contains("A code was sent to ••••••0123 5 seconds ago; it is still valid."))
+        #expect(c2.prompts == [sentPrompt])
+    }
+
+    @Test("three wrong tries kill the code: the right one is refused on the fourth")
+    func fourthTry() throws {
+        let h = try SMSHarness()
+        for _ in 0..<3 { #expect(h.login([.text("000000")]).0 == .authErr) }
+        #expect(h.sender.texts.count == 1)
+        #expect(try h.record().sms.pending == nil)
+        // Within the resend interval and without a live code: told to wait, nothing sent.
+        let (outcome, c) = h.login([.lastCode])
+        #expect(outcome == .authErr)
+        #expect(h.sender.texts.count == 1)
+        #expect(c.errors.contains { $0.hasPrefix("No new code can be sent yet: please wait") })
+        #expect(c.prompts == ["Recovery code: "])
+        #expect(try h.record().failures == 4)
+    }
+
+    @Test("an expired code is refused, and the log says it had expired")
+    func expired() throws {
+        let h = try SMSHarness()
+        h.config.sms.codeTTLSeconds = 300
+        h.config.sms.resendIntervalSeconds = 600
+        #expect(h.login([.hangUp]).0 == .convErr)
+        let code = try #require(h.sender.lastCode)
+        h.clock.advance(by: 300)
+        // Still inside the resend interval: nothing new is sent, and the old code is dead.
+        let (outcome, c) = h.login([.text(code)])
+        #expect(outcome == .authErr)
+        #expect(h.sender.texts.count == 1)
+        #expect(c.prompts == ["Recovery code: "])
+        #expect(c.logLines.contains("user alice: the SMS code had expired 0 seconds before"))
+        #expect(try h.record().sms.pending == nil)
+    }
+
+    @Test("both methods: Enter texts a code and asks again; the code is accepted")
+    func bothWithEnter() throws {
+        let h = try SMSHarness(totp: true)
+        let (outcome, c) = h.login([.text(""), .lastCode])
+        #expect(outcome == .success)
+        #expect(c.prompts == [offerPrompt, sentPrompt])
+        #expect(h.sender.texts.count == 1)
+        #expect(c.logLines.contains("user alice: accepted (sms)"))
+    }
+
+    @Test("both methods: a TOTP code at the first prompt needs no text, and the provider is never made")
+    func bothWithTOTP() throws {
+        let h = try SMSHarness(totp: true)
+        let (outcome, c) = h.login([.totp])
+        #expect(outcome == .success)
+        #expect(c.prompts == [offerPrompt])
+        #expect(h.sender.texts.isEmpty)
+        #expect(h.gatewayRequests == 0)
+        // The TOTP replay rule still holds.
+        #expect(h.login([.totp]).0 == .authErr)
+    }
+
+    @Test("both methods: a TOTP code also works at the 'Code sent' prompt")
+    func bothTOTPAfterText() throws {
+        let h = try SMSHarness(totp: true)
+        #expect(h.login([.text(" "), .totp]).0 == .success)
+        #expect(try h.record().sms.pending == nil)
+    }
+
+    @Test("a recovery code works at every prompt", arguments: [0, 1, 2])
+    func recoveryEverywhere(_ which: Int) throws {
+        let h = try SMSHarness(totp: which > 0)
+        let answers: [ScriptedAnswer] = which == 2 ? [.text(""), .text("3333344444")] : [.text("3333344444")]
+        let (outcome, c) = h.login(answers)
+        #expect(outcome == .success)
+        #expect(c.logLines.contains("user alice: accepted (recovery)"))
+    }
+
+    @Test("a failed send: one clear sentence, the reason in the log, then TOTP for a user who has it")
+    func sendFailsBoth() throws {
+        let h = try SMSHarness(totp: true)
+        h.sender.failure = SMSError(.serverError, "twilio: HTTP 500: code 20500: Internal Server Error")
+        let (outcome, c) = h.login([.text(""), .totp])
+        #expect(outcome == .success)
+        #expect(c.prompts == [offerPrompt, "Verification code: "])
+        #expect(c.errors == ["The text message could not be sent; use your authenticator app or a recovery code."])
+        #expect(c.logs.contains { $0.0 == .err && $0.1.contains("HTTP 500") && $0.1.contains("••••••0123") })
+        #expect(try h.record().sms.pending == nil)
+    }
+
+    @Test("a failed send for an SMS-only user: a recovery code may be given, nothing else")
+    func sendFailsSMSOnly() throws {
+        let h = try SMSHarness()
+        h.sender.failure = SMSError(.timeout, "no answer within 10 seconds")
+        let (outcome, c) = h.login([.text("1111122222")])
+        #expect(outcome == .success)
+        #expect(c.prompts == ["Recovery code: "])
+        #expect(c.errors == ["The text message could not be sent; enter a recovery code or try again later."])
+
+        let (wrong, _) = h.login([.text("123456")])
+        #expect(wrong == .authErr)
+    }
+
+    @Test("a failed send for an SMS-only user without recovery codes denies at once, as unavailable")
+    func sendFailsNothingElse() throws {
+        let h = try SMSHarness(recovery: false)
+        h.sender.failure = SMSError(.unreachable, "cannot reach the provider")
+        let (outcome, c) = h.login([])
+        #expect(outcome == .unavailable)
+        #expect(c.prompts.isEmpty)
+        #expect(c.errors == ["The text message could not be sent; try again later."])
+    }
+
+    @Test("max_per_hour: over it nothing is sent and the user is told to wait")
+    func hourlyCap() throws {
+        let h = try SMSHarness(totp: true)
+        h.config.sms.maxPerHour = 2
+        for _ in 0..<2 {
+            #expect(h.login([.text(""), .lastCode]).0 == .success)
+            h.clock.advance(by: 60)
+        }
+        let (outcome, c) = h.login([.text(""), .totp])
+        #expect(h.sender.texts.count == 2)
+        #expect(c.errors.count == 1 && c.errors[0].hasPrefix("No new code can be sent yet: please wait"))
+        #expect(c.logLines.contains { $0.contains("sms.max_per_hour reached") })
+        #expect(outcome == .success)  // TOTP still works
+    }
+
+    @Test("max_per_hour_total: one cap for all users, kept in the global file")
+    func globalCap() throws {
+        let h = try SMSHarness()
+        h.config.sms.maxPerHourTotal = 1
+        #expect(h.login([.lastCode]).0 == .success)
+        // Another user on the same host.
+        var bob = UserRecord(user: Fixture.bob, created: 0)
+        bob.phone = try PhoneNumber("+32470123456")
+        try h.fixture.store(create: true).update(Fixture.bob) { $0 = bob }
+        var c = ScriptedConversation(answers: ["123456"])
+        #expect(h.flow.run(LoginRequest(user: "bob"), conversation: &c) == .authErr)
+        #expect(h.sender.texts.count == 1)
+        #expect(c.logLines.contains { $0.contains("sms.max_per_hour_total reached") })
+    }
+
+    @Test("wrong SMS codes lock the user out like wrong TOTP codes, and nothing is texted while locked")
+    func lockout() throws {
+        let h = try SMSHarness()
+        h.config.policy.maxFailures = 2
+        #expect(h.login([.text("000000")]).0 == .authErr)
+        #expect(h.login([.text("000001")]).0 == .authErr)
+        let (outcome, c) = h.login([.lastCode])
+        #expect(outcome == .maxtries)
+        #expect(c.prompts.isEmpty)
+        #expect(h.sender.texts.count == 1)
+    }
+
+    @Test("a TOTP-only user never makes the provider, even with one configured")
+    func totpOnly() throws {
+        let fixture = try StoreFixture("smstotp")
+        try fixture.enroll()
+        var config = Config()
+        config.sms.provider = .twilio
+        var made = 0
+        let flow = LoginFlow(
+            config: config, store: try fixture.store(create: false), now: { Fixture.now },
+            smsGateway: { () throws(SMSError) -> SMSGateway in
+                made += 1
+                throw SMSError(.unavailable, "must not be made")
+            })
+        var c = ScriptedConversation(answers: [Fixture.code(at: Fixture.now)])
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &c) == .success)
+        #expect(made == 0)
+        #expect(c.prompts == ["Verification code: "])
+    }
+
+    @Test("a phone on file but sms.provider none: the TOTP prompt, and a warning in the log")
+    func providerNone() throws {
+        let h = try SMSHarness(totp: true, provider: .none)
+        let (outcome, c) = h.login([.totp])
+        #expect(outcome == .success)
+        #expect(c.prompts == ["Verification code: "])
+        #expect(c.logs.contains { $0.0 == .warning && $0.1.contains("sms.provider is \"none\"") })
+        #expect(h.gatewayRequests == 0)
+        let smsOnly = try SMSHarness(recovery: false, provider: .none)
+        #expect(smsOnly.login([]).0 == .unavailable)
+    }
+
+    @Test("a service that makes its own codes: started before the prompt, asked to check the answer")
+    func verificationService() throws {
+        let h = try SMSHarness(provider: .twilioVerify)
+        let (outcome, c) = h.login([.serviceCode])
+        #expect(outcome == .success)
+        #expect(c.prompts == [sentPrompt])
+        #expect(h.service.started.count == 1 && h.service.checked.count == 1)
+        #expect(h.service.started[0].template == "Your login code for host.example is {{CODE}}. It expires in 5 minutes.")
+        let record = try h.record()
+        #expect(record.sms.pending == nil && record.failures == 0)
+        #expect(!String(decoding: record.serialized(), as: UTF8.self).contains("sms.code"))
+    }
+
+    @Test("the service says no: a counted failure; the service cannot check: unavailable, not counted")
+    func verificationServiceFailures() throws {
+        let h = try SMSHarness(recovery: false, provider: .nomado)
+        #expect(h.login([.text("000000")]).0 == .authErr)
+        #expect(try h.record().failures == 1)
+        h.service.checkFailure = SMSError(.serverError, "nomado: HTTP 503")
+        h.clock.advance(by: 5)
+        let (outcome, c) = h.login([.text("111111")])
+        #expect(outcome == .unavailable)
+        #expect(c.errors == ["The code could not be checked; try again later."])
+        #expect(c.logs.contains { $0.0 == .err && $0.1.contains("HTTP 503") })
+        #expect(try h.record().failures == 1)
+    }
+
+    @Test("the service cannot check, for a user with TOTP: asked once more, TOTP accepted")
+    func verificationServiceFallback() throws {
+        let h = try SMSHarness(totp: true, provider: .twilioVerify)
+        h.service.checkFailure = SMSError(.timeout, "no answer within 10 seconds")
+        let (outcome, c) = h.login([.text(""), .text("999999"), .totp])
+        #expect(outcome == .success)
+        #expect(c.prompts == [offerPrompt, sentPrompt, "Verification code: "])
+    }
+
+    @Test("at most three prompts, whatever the answers")
+    func boundedPrompts() throws {
+        let h = try SMSHarness(totp: true, provider: .twilioVerify)
+        h.service.checkFailure = SMSError(.timeout, "slow")
+        let (_, c) = h.login([.text(""), .text("999999"), .text(""), .text(""), .text("")])
+        #expect(c.prompts.count <= 3)
+    }
+}
