@@ -15,7 +15,11 @@ func describe(_ record: UserRecord, now: Int64) -> JSON {
         }
         pairs.append(("issuer", .string(otp.issuer)))
     } else {
-        pairs.append(("method", .null))
+        pairs.append(("method", record.phone == nil ? .null : .string("sms")))
+    }
+    pairs.append(("phone", record.phone.map { .string($0.masked) } ?? .null))
+    if record.phone != nil {
+        pairs.append(("sms_sent_last_hour", .int(Int64(record.sms.sent.count(at: now)))))
     }
     pairs.append(("recovery_codes_left", .int(Int64(record.recoveryCodeHashes.count))))
     pairs.append(("failures", .int(Int64(record.failures))))
@@ -26,9 +30,10 @@ func describe(_ record: UserRecord, now: Int64) -> JSON {
     return .object(pairs)
 }
 
+/// `totp`, `hotp`, `sms`, `totp+sms`, `hotp+sms`, or `-`.
 func methodText(_ record: UserRecord) -> String {
-    guard let otp = record.otp else { return "-" }
-    return otp.kind.rawValue
+    let methods = [record.otp?.kind.rawValue, record.phone == nil ? nil : "sms"].compactMap { $0 }
+    return methods.isEmpty ? "-" : methods.joined(separator: "+")
 }
 
 /// `watchword list`: every enrolled user, one line each.
@@ -58,11 +63,12 @@ struct List: ParsableCommand {
             print("No users enrolled.")
             return
         }
-        var rows = [["USER", "METHOD", "RECOVERY", "FAILURES", "LOCKED", "LAST LOGIN"]]
+        var rows = [["USER", "METHOD", "PHONE", "RECOVERY", "FAILURES", "LOCKED", "LAST LOGIN"]]
         for record in records {
             let locked = record.lockoutRemaining(at: now).map { "\($0) s" } ?? "no"
             rows.append([
-                record.user.value, methodText(record), String(record.recoveryCodeHashes.count),
+                record.user.value, methodText(record), record.phone?.masked ?? "-",
+                String(record.recoveryCodeHashes.count),
                 String(record.failures), locked, formatTime(record.lastSuccess),
             ])
         }
@@ -94,6 +100,11 @@ struct Show: ParsableCommand {
                 rows.append(["counter", String(otp.counter)])
             }
             rows.append(["issuer", otp.issuer])
+        }
+        if let phone = record.phone {
+            if record.otp == nil { rows.append(["method", "sms"]) }
+            rows.append(["phone", phone.masked])
+            rows.append(["texts last hour", String(record.sms.sent.count(at: now))])
         }
         rows.append(["recovery codes left", String(record.recoveryCodeHashes.count)])
         rows.append(["failures", String(record.failures)])

@@ -5,15 +5,21 @@ import WatchwordOTP
 
 extension OTPAlgorithm: ExpressibleByArgument {}
 
-/// `watchword enroll USER --totp|--hotp`: make (or import) a token and recovery codes.
+/// `watchword enroll USER --totp|--hotp [--sms +NUMBER]`: make (or import) a token and
+/// recovery codes, and/or set the phone number for SMS codes.
 struct Enroll: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Enroll a user with a TOTP or HOTP token.",
+        abstract: "Enroll a user with a TOTP or HOTP token, a phone number for SMS codes, or both.",
         discussion: """
-            Prints the otpauth:// URI on a line of its own, a QR code of it for the user's \
-            authenticator app, and fresh single-use recovery codes. The codes are shown only \
-            now and stored hashed. An enrolled user is replaced only with --force, which also \
-            replaces the recovery codes and clears failures.
+            With --totp or --hotp, prints the otpauth:// URI on a line of its own, a QR code \
+            of it for the user's authenticator app, and fresh single-use recovery codes. The \
+            codes are shown only now and stored hashed. An enrolled token is replaced only \
+            with --force, which also replaces the recovery codes and clears failures.
+
+            With --sms, sets the number the login texts codes to (E.164: +, country code, \
+            number, digits only). On its own it keeps an existing token and recovery codes; a \
+            new user gets recovery codes. A different number already on file is replaced only \
+            with --force. Texts need a provider in [sms] of the config.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -23,6 +29,8 @@ struct Enroll: ParsableCommand {
     var totp = false
     @Flag(help: "A counter-based token (RFC 4226), such as a hardware key fob.")
     var hotp = false
+    @Option(help: ArgumentHelp("Text codes to this phone number (E.164, e.g. +14155550123).", valueName: "number"))
+    var sms: String?
 
     @Option(help: ArgumentHelp("Import an existing base32 secret instead of making one (migration).", valueName: "base32"))
     var secret: String?
@@ -36,12 +44,28 @@ struct Enroll: ParsableCommand {
     var counter: UInt64 = 0
     @Option(help: ArgumentHelp("The name the app shows for the account (default: this host's name).", valueName: "name"))
     var issuer: String?
-    @Flag(help: "Replace an existing enrollment.")
+    @Flag(help: "Replace an existing token or phone number.")
     var force = false
     @OptionGroup var output: OutputOptions
 
+    var otpKind: OTPEnrollment.Kind? { totp ? .totp : hotp ? .hotp : nil }
+
     func validate() throws {
-        guard totp != hotp else { throw ValidationError("give exactly one of --totp or --hotp") }
+        if let sms {
+            do {
+                _ = try PhoneNumber(sms)
+            } catch {
+                throw ValidationError("--sms \(sms): \(error)")
+            }
+            guard !(totp && hotp) else { throw ValidationError("give at most one of --totp or --hotp") }
+            if otpKind == nil
+                && (secret != nil || issuer != nil || algorithm != .sha1 || digits != 6 || period != 30 || counter != 0)
+            {
+                throw ValidationError("--secret, --algorithm, --digits, --period, --counter and --issuer need --totp or --hotp")
+            }
+        } else {
+            guard totp != hotp else { throw ValidationError("give exactly one of --totp or --hotp (and/or --sms NUMBER)") }
+        }
         guard (6...8).contains(digits) else { throw ValidationError("--digits must be 6, 7 or 8") }
         guard (1...3600).contains(period) else { throw ValidationError("--period must be 1 to 3600 seconds") }
         if hotp && period != 30 { throw ValidationError("--period applies to --totp only") }
@@ -66,61 +90,111 @@ struct Enroll: ParsableCommand {
     }
 
     func run() throws {
-        let (_, store) = try global.open(create: true)
+        let (config, store) = try global.open(create: true)
         let name = user.user
-        let secretBytes: [UInt8]
-        if let secret {
-            secretBytes = try Base32.decode(secret)
-        } else {
-            // RFC 4226 §4 asks for at least 128 bits; use the hash's own length.
-            let length = switch algorithm {
-            case .sha1: 20
-            case .sha256: 32
-            case .sha512: 64
-            }
-            secretBytes = try SecureRandom.bytes(count: length)
-        }
+        let phone = try sms.map { try PhoneNumber($0) }
+
+        var enrollment: OTPEnrollment? = nil
+        var secretBytes: [UInt8] = []
         let issuerName = issuer ?? hostName()
-        let enrollment = OTPEnrollment(
-            kind: totp ? .totp : .hotp, secret: secretBytes, algorithm: algorithm, digits: digits, period: period,
-            counter: counter, lastStep: nil, issuer: issuerName)
-        _ = try HOTP(secret: secretBytes, algorithm: algorithm, digits: digits)
+        if let otpKind {
+            if let secret {
+                secretBytes = try Base32.decode(secret)
+            } else {
+                // RFC 4226 §4 asks for at least 128 bits; use the hash's own length.
+                let length =
+                    switch algorithm {
+                    case .sha1: 20
+                    case .sha256: 32
+                    case .sha512: 64
+                    }
+                secretBytes = try SecureRandom.bytes(count: length)
+            }
+            enrollment = OTPEnrollment(
+                kind: otpKind, secret: secretBytes, algorithm: algorithm, digits: digits, period: period,
+                counter: counter, lastStep: nil, issuer: issuerName)
+            _ = try HOTP(secret: secretBytes, algorithm: algorithm, digits: digits)
+        }
 
         guard let key = try store.recoveryKey(create: true) else { throw CLIError("could not make the recovery key") }
-        let codes = try RecoveryCodes.generate()
+        let fresh = try RecoveryCodes.generate()
         let now = unixTimeNow()
-        try store.update(name) { (record: inout UserRecord?) throws in
-            if let existing = record, existing.otp != nil, !force {
-                throw CLIError("\(name) is already enrolled; use --force to replace the token and recovery codes")
+        // The recovery codes issued now; empty when an SMS-only change kept the old ones.
+        let codes: [String] = try store.update(name) { (record: inout UserRecord?) throws -> [String] in
+            let existing = record
+            if let phone, let old = existing?.phone, old != phone, !force {
+                throw CLIError("\(name) already has the phone number \(old.masked); use --force to replace it")
             }
-            var fresh = UserRecord(user: name, created: record?.created ?? now)
-            fresh.otp = enrollment
-            fresh.recoveryCodeHashes = codes.map { RecoveryCodes.hash($0, user: name, key: key) }
-            record = fresh
+            if let enrollment {
+                if existing?.otp != nil, !force {
+                    throw CLIError("\(name) is already enrolled; use --force to replace the token and recovery codes")
+                }
+                var replaced = UserRecord(user: name, created: existing?.created ?? now)
+                replaced.otp = enrollment
+                replaced.recoveryCodeHashes = fresh.map { RecoveryCodes.hash($0, user: name, key: key) }
+                // A new token leaves the phone, and the SMS limits keep counting.
+                replaced.phone = phone ?? existing?.phone
+                replaced.sms = existing?.sms ?? SMSState()
+                if replaced.phone != existing?.phone { replaced.sms.pending = nil }
+                record = replaced
+                return fresh
+            }
+            guard let phone else { return [] }
+            if var current = existing {
+                if current.phone != phone {
+                    current.phone = phone
+                    current.sms.pending = nil
+                }
+                record = current
+                return []
+            }
+            var created = UserRecord(user: name, created: now)
+            created.phone = phone
+            created.recoveryCodeHashes = fresh.map { RecoveryCodes.hash($0, user: name, key: key) }
+            record = created
+            return fresh
         }
 
-        let uri = OTPAuthURI(
-            kind: totp ? .totp : .hotp, account: name.value, issuer: issuerName, secret: secretBytes,
-            algorithm: algorithm, digits: digits, period: period, counter: counter
-        ).string
+        let uri = enrollment.map { _ in
+            OTPAuthURI(
+                kind: totp ? .totp : .hotp, account: name.value, issuer: issuerName, secret: secretBytes,
+                algorithm: algorithm, digits: digits, period: period, counter: counter
+            ).string
+        }
         if output.json {
-            print(
-                JSON.object([
-                    ("user", .string(name.value)),
-                    ("method", .string(totp ? "totp" : "hotp")),
-                    ("otpauth_uri", .string(uri)),
-                    ("recovery_codes", .array(codes.map { .string($0) })),
-                ]).rendered)
+            var pairs: [(String, JSON)] = [
+                ("user", .string(name.value)),
+                ("method", .string(otpKind?.rawValue ?? "sms")),
+            ]
+            if let uri { pairs.append(("otpauth_uri", .string(uri))) }
+            if let phone { pairs.append(("phone", .string(phone.e164))) }
+            pairs.append(("recovery_codes", .array(codes.map { .string($0) })))
+            print(JSON.object(pairs).rendered)
         } else {
-            let kind = totp ? "TOTP, \(algorithm.rawValue.uppercased()), \(digits) digits, \(period) s" :
-                "HOTP, \(algorithm.rawValue.uppercased()), \(digits) digits, counter \(counter)"
-            print("Enrolled \(name) (\(kind)).")
-            print("Add it to an authenticator app: scan the QR code, or enter the URI or secret.")
-            print(uri)
-            if let qr = terminalQRCode(uri) { print(qr, terminator: "") }
-            print("Secret (base32): \(Base32.encode(secretBytes))")
-            print("Recovery codes (each works once; keep them safe, they are not shown again):")
-            for code in codes { print("  \(code)") }
+            if let uri {
+                let kind =
+                    totp
+                    ? "TOTP, \(algorithm.rawValue.uppercased()), \(digits) digits, \(period) s"
+                    : "HOTP, \(algorithm.rawValue.uppercased()), \(digits) digits, counter \(counter)"
+                print("Enrolled \(name) (\(kind)).")
+                print("Add it to an authenticator app: scan the QR code, or enter the URI or secret.")
+                print(uri)
+                if let qr = terminalQRCode(uri) { print(qr, terminator: "") }
+                print("Secret (base32): \(Base32.encode(secretBytes))")
+            }
+            if let phone {
+                print(uri == nil && !codes.isEmpty ? "Enrolled \(name) for SMS codes to \(phone.e164)." : "SMS codes for \(name) go to \(phone.e164).")
+            }
+            if codes.isEmpty {
+                print("The token (if any) and the recovery codes are unchanged.")
+            } else {
+                print("Recovery codes (each works once; keep them safe, they are not shown again):")
+                for code in codes { print("  \(code)") }
+            }
+        }
+        if phone != nil && config.sms.provider == .none {
+            writeStandardError(
+                "watchword: warning: sms.provider is \"none\" in \(global.configPath); no texts are sent until a provider is set\n")
         }
         if !systemHasUser(name) {
             writeStandardError("watchword: warning: no system account named '\(name)' (yet)\n")

@@ -22,7 +22,7 @@ struct Watchword: ParsableCommand {
             """,
         version: watchwordVersion,
         subcommands: [
-            Enroll.self, List.self, Show.self, Remove.self, Unlock.self, RecoveryCodesCommand.self, Enable.self, Disable.self, DoctorCommand.self,
+            Enroll.self, List.self, Show.self, Remove.self, Unlock.self, RecoveryCodesCommand.self, SMSTest.self, Enable.self, Disable.self, DoctorCommand.self,
             Import.self, Export.self,
         ]
     )

@@ -108,8 +108,9 @@ def test_list_text_and_json(ww):
     ww.enroll("bob")
     ww.enroll("alice", "--hotp")
     text = ww.cli("list").stdout.splitlines()
-    assert text[0].split() == ["USER", "METHOD", "RECOVERY", "FAILURES", "LOCKED", "LAST", "LOGIN"]
-    assert [l.split()[:5] for l in text[1:]] == [["alice", "hotp", "10", "0", "no"], ["bob", "totp", "10", "0", "no"]]
+    assert text[0].split() == ["USER", "METHOD", "PHONE", "RECOVERY", "FAILURES", "LOCKED", "LAST", "LOGIN"]
+    assert [l.split()[:6] for l in text[1:]] == [["alice", "hotp", "-", "10", "0", "no"],
+                                                 ["bob", "totp", "-", "10", "0", "no"]]
     listed = json.loads(ww.cli("list", "--json").stdout)
     assert [u["user"] for u in listed] == ["alice", "bob"]
     assert listed[1]["method"] == "totp" and listed[1]["period"] == 30
