@@ -12,7 +12,10 @@ RESPONSES_JSON is a JSON list, one entry per echo-off/echo-on prompt:
 a string (the answer), null (the conversation fails: PAM_CONV_ERR) or
 {"repeat": "x", "count": N} (the answer "x" * N) or {"delay": SECONDS,
 "answer": ANSWER} (a user who takes that long to type). A prompt beyond the list
-fails the conversation. FLAGS is an integer passed to pam_authenticate.
+fails the conversation. {"from_file": PATH, "pattern": REGEX} answers with the last
+match of REGEX (group 1 if it has one) in the file PATH as it is when the prompt comes,
+or "" when there is none: how SMS tests type the code a stand-in provider received.
+FLAGS is an integer passed to pam_authenticate.
 
 Prints one JSON object on stdout: {"rc": <pam code>, "error": <pam_strerror>,
 "messages": [{"style": n, "msg": text}, ...]}. Exit status 0 on PAM_SUCCESS,
@@ -21,6 +24,7 @@ Prints one JSON object on stdout: {"rc": <pam code>, "error": <pam_strerror>,
 import ctypes
 import ctypes.util
 import json
+import re
 import sys
 import time
 
@@ -49,6 +53,20 @@ CONV_FUNC = ctypes.CFUNCTYPE(
 
 class PamConv(ctypes.Structure):
     _fields_ = [("conv", CONV_FUNC), ("appdata_ptr", ctypes.c_void_p)]
+
+
+def answer_from_file(path, pattern):
+    """The last match of pattern in the file at path (group 1 if any), or ""."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    matches = list(re.finditer(pattern, text))
+    if not matches:
+        return ""
+    last = matches[-1]
+    return last.group(1) if last.re.groups else last.group(0)
 
 
 def main():
@@ -95,6 +113,8 @@ def main():
             if isinstance(answer, dict) and "delay" in answer:
                 time.sleep(answer["delay"])
                 answer = answer["answer"]
+            if isinstance(answer, dict) and "from_file" in answer:
+                answer = answer_from_file(answer["from_file"], answer["pattern"])
             if isinstance(answer, dict):
                 answer = answer["repeat"] * answer["count"]
             data = answer.encode()
