@@ -49,6 +49,10 @@ class Tree:
     def __init__(self, base: Path, enrolled=("alice",)):
         self.root = make_root_dir(base, 0o755)
         shutil.copytree(DEBIAN, self.root, dirs_exist_ok=True)
+        # As installed: whatever modes a checkout gave the fixtures (umask, tar as root).
+        os.chmod(self.root, 0o755)
+        for p in self.root.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
         (self.root / "etc/ssh/sshd_config.d").mkdir(mode=0o755, exist_ok=True)
         moddir = self.path(MODULE_DIR)
         moddir.mkdir(parents=True)
