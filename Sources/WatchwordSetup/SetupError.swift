@@ -24,7 +24,7 @@ public enum InstalledLayout {
     public static let sshdDropIn = "/etc/ssh/sshd_config.d/watchword.conf"
     public static let backups = "/var/backups/watchword"
 
-    /// Whether SMS delivery is built into this version. The SMS code flips this; until then
-    /// `doctor` warns when a config names a provider.
-    public static let smsDeliveryBuilt = false
+    /// Whether SMS delivery is built into this version (it is: WatchwordSMS); when it is
+    /// not, `doctor` warns when a config names a provider.
+    public static let smsDeliveryBuilt = true
 }
