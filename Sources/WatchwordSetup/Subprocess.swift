@@ -143,8 +143,10 @@ public enum Subprocess {
 }
 
 extension Substring {
+    /// Without leading and trailing white space (blanks, tabs, CR, LF).
     var trimmingSpaces: String {
-        String(drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+        func blank(_ c: Character) -> Bool { c == " " || c == "\t" || c == "\r" || c == "\n" }
+        return String(drop(while: blank).reversed().drop(while: blank).reversed())
     }
 }
 
