@@ -8,17 +8,20 @@ Also the case doctor exists for: the module in /etc/pam.d/sshd but Debian's sshd
 where doctor says a public key alone logs in — and the real sshd lets it."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from systree import LoginUser, Tree, findings
-from ww import oathtool_totp
+from conftest import MODULE_PATH
+from systree import DEBIAN, LoginUser, Tree, findings
+from ww import CLI, HELPER, oathtool_totp, secret_of
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -196,3 +199,90 @@ def test_doctor_is_right_about_the_publickey_bypass(tree, user, start_sshd):
     assert findings(checks, "ok", "sshd.bypass") == ["every sshd login needs the code: publickey,keyboard-interactive"]
     sshd2 = start_sshd(tree)
     assert not Login(sshd2, user, key=True, methods="publickey").ran
+
+
+def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_code(tmp_path, pam_module, user):
+    """The admin's path, without --root: inside one private mount namespace the machine's
+    /etc/pam.d, /etc/ssh, /run, /usr/local, /var/backups and the PAM module directory are
+    private copies; sshd runs from its default config and pid file. A key alone logs in;
+    `watchword enable sshd --with-publickey` edits the (private) system files, reloads the
+    running sshd with SIGHUP, and the very next login needs the key and the code."""
+    secdir = "/usr/lib/x86_64-linux-gnu/security"
+    if not os.path.exists(f"{secdir}/pam_unix.so") or not shutil.which("nsenter"):
+        pytest.skip("needs Debian's PAM module directory and nsenter")
+    private = tmp_path / "private"
+    shutil.copytree("/etc/pam.d", private / "pam.d", symlinks=True)
+    ssh = private / "ssh"
+    (ssh / "sshd_config.d").mkdir(parents=True)
+    shutil.copyfile(DEBIAN / "etc/ssh/sshd_config", ssh / "sshd_config")
+    shutil.copyfile(DEBIAN / "etc/pam.d/sshd", private / "pam.d" / "sshd")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "ssh_host_ed25519_key")], check=True)
+    shutil.copytree(secdir, private / "security", symlinks=True)
+    shutil.copyfile(MODULE_PATH, private / "security" / "pam_watchword.so")
+    os.chmod(private / "security" / "pam_watchword.so", 0o644)
+    (private / "backups").mkdir(mode=0o755)
+    state, config = tmp_path / "state", tmp_path / "config.toml"
+    enrolled = subprocess.run([str(CLI), "enroll", user.name, "--totp", "--json", "--state-dir", str(state),
+                               "--config", str(config)], capture_output=True, text=True, check=True)
+    secret = secret_of(json.loads(enrolled.stdout)["otpauth_uri"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    mounts = user.mounts() + [
+        f"mount --bind {private / 'pam.d'} /etc/pam.d",
+        f"mount --bind {ssh} /etc/ssh",
+        f"mount --bind {private / 'security'} {secdir}",
+        f"mount --bind {private / 'backups'} /var/backups",
+        "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd",
+        "mount -t tmpfs -o mode=0755 tmpfs /usr/local && mkdir -p -m 0755 /usr/local/libexec/watchword",
+        f"install -m 0755 {HELPER} /usr/local/libexec/watchword/watchword-helper",
+    ]
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               " && ".join(mounts) + " && echo ready && exec sleep 300"],
+                              stdout=subprocess.PIPE, text=True)
+    sshd = None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        inside = ["nsenter", "-t", str(holder.pid), "-m", "--"]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}  # no SUDO_USER
+        log = tmp_path / "sshd.log"
+        sshd = subprocess.Popen(inside + [SSHD_BIN, "-D", "-e", "-p", str(port), "-o", "ListenAddress=127.0.0.1"],
+                                stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 10
+        while "Server listening" not in log.read_text():
+            assert sshd.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.02)
+
+        target = SimpleNamespace(port=port, tmp=tmp_path)  # what Login needs
+        assert Login(target, user, key=True, methods="publickey").ran  # Debian as shipped: a key alone
+
+        res = subprocess.run(inside + [str(CLI), "enable", "sshd", "--with-publickey", "--state-dir", str(state),
+                                       "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "reloaded sshd (SIGHUP to pid" in res.stdout, res.stdout
+        assert "backed up /etc/pam.d/sshd to /var/backups/watchword/" in res.stdout
+        assert (private / "backups" / "watchword").is_dir()  # the backup went to the private copy
+        assert "state_dir=" in (private / "pam.d" / "sshd").read_text()
+        deadline = time.monotonic() + 10
+        while log.read_text().count("Server listening") < 2:  # sshd re-executed itself
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+        key_only = Login(target, user, key=True, methods="publickey")
+        assert not key_only.ran and "Permission denied" in key_only.output, key_only.output
+        both = Login(target, user, key=True, methods="publickey,keyboard-interactive",
+                     answers=[(CODE, fresh_code(secret))])
+        assert both.ran and both.prompts == ["Verification code: "], both.output + log.read_text()
+
+        doctor = subprocess.run(inside + [str(CLI), "doctor", "--json", "--state-dir", str(state), "--config",
+                                          str(config)], capture_output=True, text=True, env=env, timeout=60)
+        checks = json.loads(doctor.stdout)["checks"]
+        assert findings(checks, "ok", "sshd.bypass") == ["every sshd login needs the code: publickey,keyboard-interactive"]
+        assert findings(checks, "fail") == [], checks
+    finally:
+        if sshd is not None:
+            sshd.terminate()
+            sshd.wait(timeout=10)
+        holder.kill()
+        holder.wait()
