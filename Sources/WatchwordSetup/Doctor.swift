@@ -65,7 +65,7 @@ public struct Doctor {
         }
         checkUsers(records, moduleRequired: anyEnforced && !nullokEverywhere, stacks: stacks)
         checkClock()
-        checkSMS(config)
+        checkSMS(config, records ?? [])
         summarize(protected)
         return findings
     }
@@ -436,12 +436,25 @@ public struct Doctor {
         }
     }
 
-    private mutating func checkSMS(_ config: Config?) {
-        guard let config, config.sms.provider != .none else { return }
-        if !InstalledLayout.smsDeliveryBuilt {
-            add(.warn, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\" but SMS delivery is not built in this version: nobody gets a code by SMS")
-        } else {
-            add(.ok, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\"")
+    private mutating func checkSMS(_ config: Config?, _ records: [UserRecord]) {
+        guard let config else { return }
+        let phoneUsers = records.filter { $0.phone != nil }.map(\.user.value)
+        guard config.sms.provider != .none else {
+            if !phoneUsers.isEmpty {
+                add(.warn, "sms", "sms.provider is \"none\" but \(phoneUsers.joined(separator: ", ")) \(phoneUsers.count == 1 ? "has" : "have") a phone number: no texts are sent (users with only SMS cannot log in)")
+            }
+            return
         }
+        guard InstalledLayout.smsDeliveryBuilt else {
+            add(.warn, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\" but SMS delivery is not built in this version: nobody gets a code by SMS")
+            return
+        }
+        if config.sms.provider == .command, let program = config.sms.commandArgv.first {
+            guard let st = root.status(program, followLinks: true), st.kind == .regular, st.mode & 0o111 != 0 else {
+                add(.warn, "sms", "sms.command.argv names \(root.display(program)), which is not an executable file: every text fails")
+                return
+            }
+        }
+        add(.ok, "sms", "sms.provider is \"\(config.sms.provider.rawValue)\"")
     }
 }

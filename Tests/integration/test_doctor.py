@@ -227,8 +227,22 @@ def test_clock(good, tmp_path):
 
 
 def test_sms_provider_is_reported(good):
+    good.write("/usr/local/bin/send-sms", "#!/bin/sh\nexit 0\n", mode=0o755)
     good.write("/etc/watchword/config.toml",
-               '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/bin/true", "{phone}", "{message}"]\n', mode=0o600)
+               '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/usr/local/bin/send-sms", "{phone}", "{message}"]\n',
+               mode=0o600)
     _, checks = good.doctor()
     assert findings(checks, "warn", "sms") == []
     assert findings(checks, "ok", "sms") == ['sms.provider is "command"']
+    good.path("/usr/local/bin/send-sms").unlink()  # argv names a program the (tree's) system lacks
+    _, checks = good.doctor()
+    assert findings(checks, "warn", "sms") == [
+        "sms.command.argv names /usr/local/bin/send-sms, which is not an executable file: every text fails"]
+
+
+def test_phone_numbers_without_a_provider(good):
+    subprocess.run([str(CLI), "enroll", "bob", "--sms", "+14155550123", "--state-dir",
+                    str(good.path("/var/lib/watchword"))], check=True, capture_output=True)
+    _, checks = good.doctor()
+    assert findings(checks, "warn", "sms") == [
+        'sms.provider is "none" but bob has a phone number: no texts are sent (users with only SMS cannot log in)']
