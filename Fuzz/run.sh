@@ -2,23 +2,26 @@
 # Builds the libFuzzer targets and runs each for SECONDS_PER_TARGET (default 10) on a copy of
 # its seed corpus in Fuzz/corpus/, so a run never changes the repository. Exits non-zero when
 # any target finds a crash, printing the path of the crashing input (kept under
-# Fuzz/.build/artifacts/). See Fuzz/README.md for longer campaigns.
+# Fuzz/.build/artifacts/, the logs under Fuzz/.build/logs/). See Fuzz/README.md for longer
+# campaigns.
 #
 #   bash Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # TARGET is one of the names below (state-file config otpauth-uri base32 module-protocol);
 # all of them when none is given. FUZZ_FLAGS adds libFuzzer options, e.g.
-# FUZZ_FLAGS="-jobs=2 -workers=2".
+# FUZZ_FLAGS="-jobs=2 -workers=2". FUZZ_WORK_DIR keeps the growing corpora there (one
+# directory per target) instead of in a temporary directory, so a campaign can go on later.
 set -euo pipefail
+keep="${FUZZ_WORK_DIR:+$(realpath -m "$FUZZ_WORK_DIR")}"
 cd "$(dirname "$0")"
 
 seconds="${1:-10}"
 shift || true
 case "$seconds" in '' | *[!0-9]*) echo "run.sh: SECONDS_PER_TARGET must be a number" >&2; exit 2 ;; esac
 
-# name, binary under .build/
+# name, binary under .build/, options of its own (state files may hold 64 recovery lines)
 targets=(
-    "state-file FuzzStateFile"
+    "state-file FuzzStateFile -max_len=8192"
     "config FuzzConfig"
     "otpauth-uri FuzzOTPAuthURI"
     "base32 FuzzBase32"
@@ -43,34 +46,41 @@ swift build --quiet -c release --scratch-path "$scratch" -Xswiftc -sanitize=fuzz
 echo "fuzz: built in $((SECONDS - start)) s"
 
 bin="$(swift build -c release --scratch-path "$scratch" --show-bin-path)"
-work="$(mktemp -d /tmp/watchword-fuzz.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+if [ -n "$keep" ]; then
+    work="$keep"
+else
+    work="$(mktemp -d /tmp/watchword-fuzz.XXXXXX)"
+    trap 'rm -rf "$work"' EXIT
+fi
+logs="$scratch/logs/$(date +%Y%m%dT%H%M%S)-$$" # one directory per run: runs may overlap
+mkdir -p "$logs"
 failed=0
 for entry in "${targets[@]}"; do
-    read -r name binary <<<"$entry"
+    read -r name binary options <<<"$entry"
     if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " =~ " $name " ]]; then continue; fi
     exe="$bin/$binary"
     [ "$binary" = fuzz-module-protocol ] && exe="$scratch/$binary"
 
     mkdir -p "$work/$name" "$scratch/artifacts/$name"
     cp -R "corpus/$name/." "$work/$name/"
-    log="$scratch/artifacts/$name.log"
+    log="$logs/$name.log"
     dict=()
     [ -f "dict/$name.dict" ] && dict=(-dict="dict/$name.dict")
     rc=0
     # shellcheck disable=SC2086 # FUZZ_FLAGS is a list of options
     "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        "${dict[@]}" -artifact_prefix="$PWD/$scratch/artifacts/$name/" ${FUZZ_FLAGS:-} \
+        "${dict[@]}" -artifact_prefix="$PWD/$scratch/artifacts/$name/" ${options:-} ${FUZZ_FLAGS:-} \
         "$work/$name" >"$log" 2>&1 || rc=$?
 
+    # -a: the logs hold raw input bytes
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
-    cov="$(grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -n 1 || true)"
+    cov="$(grep -aoE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+' "$log" | tail -n 1 || true)"
     if [ "$rc" -ne 0 ]; then
         failed=1
         echo "fuzz: $name FAILED (exit $rc) after ${execs:-?} runs; log: $PWD/$log"
-        grep -E 'ERROR: |Fatal error|Assertion|SUMMARY' "$log" | head -n 5 | sed 's/^/    /' || true
-        grep -oE 'Test unit written to .*' "$log" | sed "s|^Test unit written to |fuzz: crashing input: |" || true
+        grep -aE 'ERROR: |Fatal error|Assertion|SUMMARY' "$log" | head -n 5 | sed 's/^/    /' || true
+        grep -aoE 'Test unit written to .*' "$log" | sed "s|^Test unit written to |fuzz: crashing input: |" || true
     else
         echo "fuzz: $name ok: ${execs:-?} runs, ${rate:-?}/s, ${cov:-no coverage line}"
     fi
