@@ -23,7 +23,7 @@ struct Watchword: ParsableCommand {
         version: watchwordVersion,
         subcommands: [
             Enroll.self, List.self, Show.self, Remove.self, Unlock.self, RecoveryCodesCommand.self, SMSTest.self, Enable.self, Disable.self, DoctorCommand.self,
-            Import.self, Export.self,
+            Import.self, Export.self, Log.self, Status.self,
         ]
     )
 }
@@ -36,7 +36,13 @@ extension Watchword {
     static func main() {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            do {
+                try command.run()
+            } catch {
+                if let audited = command as? any AuditedCommand { auditAdminAction(audited, error: error) }
+                throw error
+            }
+            if let audited = command as? any AuditedCommand { auditAdminAction(audited, error: nil) }
         } catch let error as CLIError {
             fail(error.description)
         } catch let error as StoreError {

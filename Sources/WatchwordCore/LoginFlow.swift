@@ -49,6 +49,12 @@ public protocol Conversation {
     mutating func error(_ text: String)
     /// A line for the system log (authpriv); never a code or a secret.
     mutating func log(_ priority: LogPriority, _ text: String)
+    /// Told which method a code was accepted by (for the audit trail).
+    mutating func accepted(method: String)
+}
+
+extension Conversation {
+    public mutating func accepted(method: String) {}
 }
 
 /// Who is logging in, as PAM told the module.
@@ -436,6 +442,7 @@ private struct Login {
             return .done(.authErr)
         case .accepted(let method)?:
             conversation.log(.info, "\(who): accepted (\(method.rawValue))")
+            conversation.accepted(method: method.rawValue)
             if method == .recovery {
                 conversation.info("Recovery code accepted; it cannot be used again.")
             }

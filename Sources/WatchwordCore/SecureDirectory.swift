@@ -205,6 +205,48 @@ public final class SecureDirectory: @unchecked Sendable {
         try syncDirectory()
     }
 
+    /// Appends `line` and a newline to a file in one write (made root 0600 if missing),
+    /// opened with O_APPEND|O_NOFOLLOW and checked like `read` checks (regular, root, no
+    /// group/other bits, one link). Returns the file's size afterwards.
+    public func appendLine(_ name: String, _ line: String) throws(FileTrustError) -> Int64 {
+        let full = join(name)
+        let file = retryingOnInterrupt {
+            openat(fd, name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0o600)
+        }
+        if file < 0 {
+            let e = errno
+            try refuseLink(name, full: full, errno: e)
+            throw .system(SystemError("open", full, errno: e))
+        }
+        defer { close(file) }
+        var st = stat()
+        guard fstat(file, &st) == 0 else { throw .system(SystemError("fstat", full, errno: errno)) }
+        try Self.checkPrivateFile(st, path: full, limit: 0)
+        let bytes = Array((line + "\n").utf8)
+        let n = bytes.withUnsafeBytes { raw in retryingOnInterrupt { write(file, raw.baseAddress!, raw.count) } }
+        if n < 0 { throw .system(SystemError("write", full, errno: errno)) }
+        if n != bytes.count { throw .system(SystemError("write", full, errno: ENOSPC)) }
+        return Int64(st.st_size) + Int64(n)
+    }
+
+    /// A file's size (not following links), or nil when it does not exist.
+    public func fileSize(_ name: String) throws(FileTrustError) -> Int64? {
+        var st = stat()
+        if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            if errno == ENOENT { return nil }
+            throw .system(SystemError("stat", join(name), errno: errno))
+        }
+        return Int64(st.st_size)
+    }
+
+    /// Renames a file within this directory, replacing `newName`.
+    public func rename(_ name: String, to newName: String) throws(FileTrustError) {
+        guard renameat(fd, name, fd, newName) == 0 else {
+            throw .system(SystemError("rename", join(name), errno: errno))
+        }
+        try syncDirectory()
+    }
+
     /// Removes a file (not following links); a missing file is not an error.
     public func remove(_ name: String) throws(FileTrustError) {
         if unlinkat(fd, name, 0) != 0 && errno != ENOENT {

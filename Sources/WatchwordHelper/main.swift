@@ -54,8 +54,12 @@ do {
     refuse("bad header from the module: \(error)")
 }
 
-var conversation = SocketConversation(channel: channel, debug: header.debug)
+var conversation = AuditingConversation(SocketConversation(channel: channel, debug: header.debug))
 let outcome: LoginOutcome
+// Anything outside printable ASCII makes a name invalid anyway; replacing it keeps
+// the name invalid and keeps forged fields and stray bytes out of the log.
+let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+var auditUser = shownUser
 do {
     let config = try Config.load(path: header.config)
     guard config.store.backend == .files else {
@@ -64,16 +68,23 @@ do {
     let store = try FileStore(path: header.stateDir, create: false)
     // The provider is made only if this login sends or checks a text.
     let flow = LoginFlow(config: config, store: store, smsGateway: { () throws(SMSError) in try makeSMSGateway(config.sms) })
-    // Anything outside printable ASCII makes a name invalid anyway; replacing it keeps
-    // the name invalid and keeps forged fields and stray bytes out of the log.
-    let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+    auditUser = canonicalUserName(shownUser)
     let request = LoginRequest(
-        user: canonicalUserName(shownUser), service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
+        user: auditUser, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
     outcome = flow.run(request, conversation: &conversation)
 } catch {
     conversation.log(.err, "denied: \(error)")
     conversation.error("Two-factor authentication is unavailable; contact your administrator.")
     outcome = .unavailable
 }
-conversation.channel.send("result \(header.nonce) \(outcome.rawValue)")
+// The audit line; failing to write it changes no outcome (it is logged to syslog instead).
+let entry = AuditEntry(
+    time: unixTimeNow(), event: "login", user: auditUser, service: header.service, rhost: header.rhost,
+    method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason)
+do {
+    try AuditLog.append(entry, stateDirectory: header.stateDir)
+} catch {
+    conversation.base.log(.err, "audit log not written: \(error)")
+}
+conversation.base.channel.send("result \(header.nonce) \(outcome.rawValue)")
 exit(outcome.exitStatus)

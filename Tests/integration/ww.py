@@ -71,6 +71,11 @@ class Watchword:
         os.chown(self.config, 0, 0)
         os.chmod(self.config, mode)
 
+    def audit(self) -> list[dict]:
+        """The audit trail's lines, parsed."""
+        path = self.state / "audit.log"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
     def user_file(self, user: str) -> Path:
         return self.state / "users" / user
 
@@ -79,11 +84,14 @@ class Watchword:
         return f"helper={self.helper} state_dir={self.state} config={self.config} {extra}".strip()
 
     def snapshot(self) -> dict[str, bytes]:
-        """Every file under the state directory, for before/after comparisons."""
+        """Every file under the state directory, for before/after comparisons; not the
+        audit trail, which grows at every login and admin action."""
         out = {}
         for root, _, files in os.walk(self.state):
             for f in files:
                 p = Path(root) / f
+                if p.parent == self.state and f in ("audit.log", "audit.log.1"):
+                    continue
                 if not p.is_symlink() and p.is_file():
                     out[str(p.relative_to(self.state))] = p.read_bytes()
         return out

@@ -1,0 +1,240 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One line of the audit trail (`DIR/audit.log`, JSON lines): a login attempt or an admin
+/// action. Never a code or a secret: `reason` comes from the same texts that go to syslog.
+public struct AuditEntry: Sendable, Equatable {
+    public var time: Int64
+    /// `login`, or the admin command (`enroll`, `remove`, `unlock`, ...).
+    public var event: String
+    public var user: String?
+    public var service: String?
+    public var rhost: String?
+    /// `totp`, `hotp`, `sms`, `recovery`, or nil.
+    public var method: String?
+    /// Logins: a `LoginOutcome` raw value; admin actions: `ok` or `error`.
+    public var outcome: String
+    public var reason: String?
+
+    public init(
+        time: Int64, event: String, user: String?, service: String? = nil, rhost: String? = nil,
+        method: String? = nil, outcome: String, reason: String? = nil
+    ) {
+        self.time = time
+        self.event = event
+        self.user = user
+        self.service = service
+        self.rhost = rhost
+        self.method = method
+        self.outcome = outcome
+        self.reason = reason
+    }
+
+    /// The line as written, without the newline.
+    public var jsonLine: String {
+        func text(_ s: String?) -> String { s.map(auditQuote) ?? "null" }
+        return "{\"time\":\(time),\"event\":\(auditQuote(event)),\"user\":\(text(user)),"
+            + "\"service\":\(text(service)),\"rhost\":\(text(rhost)),\"method\":\(text(method)),"
+            + "\"outcome\":\(auditQuote(outcome)),\"reason\":\(text(reason))}"
+    }
+
+    /// Parses one line; nil when it is not a well-formed audit line.
+    public init?(jsonLine line: Substring) {
+        guard let fields = parseFlatJSONObject(Array(line.utf8)) else { return nil }
+        guard case .int(let time)? = fields["time"], case .string(let event)? = fields["event"],
+            case .string(let outcome)? = fields["outcome"]
+        else { return nil }
+        func text(_ key: String) -> String? {
+            if case .string(let s)? = fields[key] { return s }
+            return nil
+        }
+        self.init(
+            time: time, event: event, user: text("user"), service: text("service"), rhost: text("rhost"),
+            method: text("method"), outcome: outcome, reason: text("reason"))
+    }
+}
+
+/// Appends to and reads the audit trail in a state directory.
+public enum AuditLog {
+    public static let fileName = "audit.log"
+    public static let oldFileName = "audit.log.1"
+    public static let lockName = ".audit"
+    /// Past this size the log is renamed to `audit.log.1` (replacing the old one).
+    public static let rotateBytes: Int64 = 1 << 20
+    /// Reading allows for lines written past the limit before rotation.
+    static let readLimit = 4 << 20
+
+    /// Appends one line to `DIR/audit.log` (one open, one write, one close), rotating when
+    /// the file has grown past `rotateBytes`.
+    public static func append(_ entry: AuditEntry, stateDirectory path: String) throws(FileTrustError) {
+        let root = try SecureDirectory.open(path)
+        try append(entry, in: root)
+    }
+
+    public static func append(_ entry: AuditEntry, in root: SecureDirectory) throws(FileTrustError) {
+        let size = try root.appendLine(fileName, entry.jsonLine)
+        guard size > rotateBytes else { return }
+        let locks = try root.subdirectory("locks", create: true)
+        let lock = try locks.lock(lockName)
+        defer { lock.release() }
+        // Another writer may have rotated while we waited for the lock.
+        guard let current = try root.fileSize(fileName), current > rotateBytes else { return }
+        try root.rename(fileName, to: oldFileName)
+    }
+
+    /// Every entry, oldest first (`audit.log.1`, then `audit.log`), and how many lines were
+    /// skipped as corrupt.
+    public static func read(stateDirectory path: String) throws(FileTrustError) -> (entries: [AuditEntry], corrupt: Int) {
+        let root = try SecureDirectory.open(path)
+        var entries: [AuditEntry] = []
+        var corrupt = 0
+        for name in [oldFileName, fileName] {
+            guard let bytes = try root.read(name, limit: readLimit) else { continue }
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true) {
+                if let entry = AuditEntry(jsonLine: line) { entries.append(entry) } else { corrupt += 1 }
+            }
+        }
+        return (entries, corrupt)
+    }
+}
+
+/// A conversation that passes everything through and remembers, for the audit line, the
+/// last log text (the reason) and the method a code was accepted by.
+public struct AuditingConversation<Base: Conversation>: Conversation {
+    public var base: Base
+    public private(set) var reason: String? = nil
+    public private(set) var method: String? = nil
+
+    public init(_ base: Base) { self.base = base }
+
+    public mutating func prompt(_ text: String) -> Answer { base.prompt(text) }
+    public mutating func info(_ text: String) { base.info(text) }
+    public mutating func error(_ text: String) { base.error(text) }
+    public mutating func log(_ priority: LogPriority, _ text: String) {
+        base.log(priority, text)
+        guard priority != .debug else { return }
+        // "user alice from 192.0.2.7: denied: ..." -> "denied: ..." (user and rhost have fields).
+        if text.hasPrefix("user "), let range = text.firstRange(of: ": ") {
+            reason = String(text[range.upperBound...])
+        } else {
+            reason = text
+        }
+    }
+    public mutating func accepted(method: String) {
+        self.method = method
+        base.accepted(method: method)
+    }
+}
+
+func auditQuote(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+enum FlatJSONValue: Equatable {
+    case string(String)
+    case int(Int64)
+    case null
+}
+
+/// Parses `{"key": "string" | integer | null, ...}`, the only shape audit lines have.
+func parseFlatJSONObject(_ bytes: [UInt8]) -> [String: FlatJSONValue]? {
+    var i = 0
+    func skipSpace() { while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 || bytes[i] == 0x0D { i += 1 } }
+    func parseString() -> String? {
+        guard i < bytes.count, bytes[i] == 0x22 else { return nil }
+        i += 1
+        var out: [UInt8] = []
+        while i < bytes.count {
+            let b = bytes[i]
+            i += 1
+            if b == 0x22 { return String(validating: out, as: UTF8.self) }
+            if b < 0x20 { return nil }
+            if b != 0x5C {
+                out.append(b)
+                continue
+            }
+            guard i < bytes.count else { return nil }
+            let e = bytes[i]
+            i += 1
+            switch e {
+            case 0x22, 0x5C, 0x2F: out.append(e)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "u"):
+                guard i + 4 <= bytes.count,
+                    let v = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16),
+                    let scalar = Unicode.Scalar(v)
+                else { return nil }
+                i += 4
+                out.append(contentsOf: Array(String(Character(scalar)).utf8))
+            default: return nil
+            }
+        }
+        return nil
+    }
+    skipSpace()
+    guard i < bytes.count, bytes[i] == 0x7B else { return nil }
+    i += 1
+    var fields: [String: FlatJSONValue] = [:]
+    skipSpace()
+    if i < bytes.count, bytes[i] == 0x7D {
+        i += 1
+    } else {
+        while true {
+            skipSpace()
+            guard let key = parseString() else { return nil }
+            skipSpace()
+            guard i < bytes.count, bytes[i] == 0x3A else { return nil }
+            i += 1
+            skipSpace()
+            guard i < bytes.count else { return nil }
+            if bytes[i] == 0x22 {
+                guard let s = parseString() else { return nil }
+                fields[key] = .string(s)
+            } else if bytes[i...].starts(with: Array("null".utf8)) {
+                i += 4
+                fields[key] = .null
+            } else {
+                let start = i
+                if bytes[i] == 0x2D { i += 1 }
+                while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 { i += 1 }
+                guard let n = Int64(String(decoding: bytes[start..<i], as: UTF8.self)) else { return nil }
+                fields[key] = .int(n)
+            }
+            skipSpace()
+            guard i < bytes.count else { return nil }
+            if bytes[i] == 0x2C {
+                i += 1
+                continue
+            }
+            guard bytes[i] == 0x7D else { return nil }
+            i += 1
+            break
+        }
+    }
+    skipSpace()
+    return i == bytes.count ? fields : nil
+}

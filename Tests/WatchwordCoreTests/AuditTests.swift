@@ -1,0 +1,59 @@
+import Glibc
+import Testing
+import WatchwordCore
+
+@Suite struct AuditTests {
+    @Test func lineRoundTripsWithAwkwardText() throws {
+        let entry = AuditEntry(
+            time: 1_795_770_000, event: "login", user: "alice", service: "sshd", rhost: "x\"y\\z\n\u{1}é",
+            method: nil, outcome: "auth_err", reason: "denied: wrong, reused or expired code (failure 1 of 5)")
+        let line = entry.jsonLine
+        #expect(!line.contains("\n"))
+        #expect(line.hasPrefix("{\"time\":1795770000,\"event\":\"login\",\"user\":\"alice\""))
+        #expect(AuditEntry(jsonLine: Substring(line)) == entry)
+    }
+
+    @Test(arguments: ["", "not json", "{\"time\":\"1\",\"event\":\"x\",\"outcome\":\"ok\"}", "{\"event\":\"x\",\"outcome\":\"ok\"}",
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"} trailing", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\""])
+    func corruptLinesAreRejected(_ line: String) {
+        #expect(AuditEntry(jsonLine: Substring(line)) == nil)
+    }
+
+    @Test func appendRotatesAndRefusesUntrustedFiles() throws {
+        let dir = try TemporaryDirectory("audit")
+        let root = try SecureDirectory.open(dir.path)
+        let entry = AuditEntry(time: 1, event: "unlock", user: "alice", outcome: "ok")
+        try AuditLog.append(entry, in: root)
+        try AuditLog.append(entry, in: root)
+        var read = try AuditLog.read(stateDirectory: dir.path)
+        #expect(read.entries == [entry, entry] && read.corrupt == 0)
+        #expect(try Posix.lstat(dir.sub("audit.log")).st_mode & 0o7777 == 0o600)
+
+        try Posix.write(dir.sub("audit.log"), [UInt8](repeating: 0x0A, count: Int(AuditLog.rotateBytes)))
+        try AuditLog.append(entry, in: root)
+        #expect(!Posix.exists(dir.sub("audit.log")) && Posix.exists(dir.sub("audit.log.1")))
+        read = try AuditLog.read(stateDirectory: dir.path)
+        #expect(read.entries == [entry])
+
+        try Posix.write(dir.sub("elsewhere"), [])
+        try Posix.symlink(dir.sub("elsewhere"), at: dir.sub("audit.log"))
+        #expect(throws: FileTrustError.self) { try AuditLog.append(entry, in: root) }
+        try Posix.check(unlink(dir.sub("audit.log")), "unlink")
+        try Posix.link(dir.sub("elsewhere"), dir.sub("audit.log"))
+        #expect(throws: FileTrustError.self) { try AuditLog.append(entry, in: root) }
+        try Posix.check(unlink(dir.sub("audit.log")), "unlink")
+        try Posix.write(dir.sub("audit.log"), [], mode: 0o640)
+        #expect(throws: FileTrustError.self) { try AuditLog.append(entry, in: root) }
+    }
+
+    @Test func auditingConversationKeepsReasonAndMethod() {
+        var conversation = AuditingConversation(ScriptedConversation())
+        conversation.log(.info, "user alice from 192.0.2.7: SMS code sent to ••••4567 (command)")
+        conversation.log(.debug, "user alice: no SMS code was pending")
+        #expect(conversation.reason == "SMS code sent to ••••4567 (command)")
+        conversation.log(.info, "user alice from 192.0.2.7: accepted (sms)")
+        conversation.accepted(method: "sms")
+        #expect(conversation.reason == "accepted (sms)" && conversation.method == "sms")
+        #expect(conversation.base.logs.count == 3)
+    }
+}
