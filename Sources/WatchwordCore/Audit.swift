@@ -35,10 +35,10 @@ public struct AuditEntry: Sendable, Equatable {
 
     /// The line as written, without the newline.
     public var jsonLine: String {
-        func text(_ s: String?) -> String { s.map(auditQuote) ?? "null" }
-        return "{\"time\":\(time),\"event\":\(auditQuote(event)),\"user\":\(text(user)),"
+        func text(_ s: String?) -> String { s.map(jsonQuote) ?? "null" }
+        return "{\"time\":\(time),\"event\":\(jsonQuote(event)),\"user\":\(text(user)),"
             + "\"service\":\(text(service)),\"rhost\":\(text(rhost)),\"method\":\(text(method)),"
-            + "\"outcome\":\(auditQuote(outcome)),\"reason\":\(text(reason))}"
+            + "\"outcome\":\(jsonQuote(outcome)),\"reason\":\(text(reason))}"
     }
 
     /// Parses one line; nil when it is not a well-formed audit line.
@@ -127,27 +127,6 @@ public struct AuditingConversation<Base: Conversation>: Conversation {
         self.method = method
         base.accepted(method: method)
     }
-}
-
-func auditQuote(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
 }
 
 enum FlatJSONValue: Equatable {

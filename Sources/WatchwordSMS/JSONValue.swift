@@ -1,3 +1,5 @@
+import WatchwordCore
+
 /// Just enough JSON for the providers' APIs: a parser for their answers (bounded in size
 /// and depth) and a writer for nomado's requests, with keys in the order given.
 enum JSONValue: Equatable, Sendable {
@@ -51,26 +53,7 @@ enum JSONValue: Equatable, Sendable {
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { jsonQuote(s) }
 
     // MARK: Parsing
 
