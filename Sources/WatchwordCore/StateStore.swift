@@ -53,7 +53,8 @@ public final class FileStore: StateStore, @unchecked Sendable {
     public static let smsGlobalFile = "sms-global"
 
     public let path: String
-    private let root: SecureDirectory
+    /// The checked state directory, for what else lives there (the audit log).
+    public let root: SecureDirectory
     private let create: Bool
 
     /// Opens the state directory; with `create` (the CLI) it and its subdirectories are made

@@ -60,12 +60,14 @@ let outcome: LoginOutcome
 // the name invalid and keeps forged fields and stray bytes out of the log.
 let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
 var auditUser = shownUser
+var stateRoot: SecureDirectory? = nil
 do {
     let config = try Config.load(path: header.config)
     guard config.store.backend == .files else {
         throw StoreError.unsupported("store backend '\(config.store.backend.rawValue)' is not supported by this build")
     }
     let store = try FileStore(path: header.stateDir, create: false)
+    stateRoot = store.root
     // The provider is made only if this login sends or checks a text.
     let flow = LoginFlow(config: config, store: store, smsGateway: { () throws(SMSError) in try makeSMSGateway(config.sms) })
     auditUser = canonicalUserName(shownUser)
@@ -82,7 +84,13 @@ let entry = AuditEntry(
     time: unixTimeNow(), event: "login", user: auditUser, service: header.service, rhost: header.rhost,
     method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason)
 do {
-    try AuditLog.append(entry, stateDirectory: header.stateDir)
+    // The directory the store already opened and checked; walk the path again only when
+    // the store could not be opened (then that walk fails the same way and is logged).
+    if let stateRoot {
+        try AuditLog.append(entry, in: stateRoot)
+    } else {
+        try AuditLog.append(entry, stateDirectory: header.stateDir)
+    }
 } catch {
     conversation.base.log(.err, "audit log not written: \(error)")
 }
