@@ -146,13 +146,10 @@ struct Unlock: ParsableCommand {
     func run() throws {
         let (_, store) = try global.open(create: false)
         let name = user.user
-        _ = try requireRecord(store, name)
-        let before = try store.update(name) { (record: inout UserRecord?) throws -> Int in
-            guard var current = record else { throw CLIError("\(name) is not enrolled") }
-            let failures = current.failures
-            current.failures = 0
-            current.lockedUntil = 0
-            record = current
+        let before = try updateEnrolled(store, name) { record in
+            let failures = record.failures
+            record.failures = 0
+            record.lockedUntil = 0
             return failures
         }
         print("Unlocked \(name) (had \(before) failure\(before == 1 ? "" : "s")).")
@@ -171,13 +168,11 @@ struct RecoveryCodesCommand: ParsableCommand {
     func run() throws {
         let (_, store) = try global.open(create: false)
         let name = user.user
-        _ = try requireRecord(store, name)
+        _ = try requireRecord(store, name)  // before the key is made, so a bad name changes nothing
         guard let key = try store.recoveryKey(create: true) else { throw CLIError("could not make the recovery key") }
         let codes = try RecoveryCodes.generate()
-        try store.update(name) { (record: inout UserRecord?) throws in
-            guard var current = record else { throw CLIError("\(name) is not enrolled") }
-            current.recoveryCodeHashes = codes.map { RecoveryCodes.hash($0, user: name, key: key) }
-            record = current
+        try updateEnrolled(store, name) { record in
+            record.recoveryCodeHashes = codes.map { RecoveryCodes.hash($0, user: name, key: key) }
         }
         if output.json {
             print(JSON.object([("user", .string(name.value)), ("recovery_codes", .array(codes.map { .string($0) }))]).rendered)

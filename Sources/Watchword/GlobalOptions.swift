@@ -79,6 +79,18 @@ func requireRecord(_ store: any StateStore, _ user: UserName) throws -> UserReco
     return record
 }
 
+/// Runs `body` on an enrolled user's record under the user's lock. An unknown user is an
+/// error, found before the lock is taken so that no lock file is made for a bad name.
+func updateEnrolled<R>(_ store: any StateStore, _ user: UserName, _ body: (inout UserRecord) throws -> R) throws -> R {
+    _ = try requireRecord(store, user)
+    return try store.update(user) { (record: inout UserRecord?) throws -> R in
+        guard var current = record else { throw CLIError("\(user) is not enrolled") }
+        let result = try body(&current)
+        record = current
+        return result
+    }
+}
+
 func writeStandardError(_ text: String) {
     _ = text.withCString { write(2, $0, strlen($0)) }
 }

@@ -60,7 +60,16 @@ public final class SecureDirectory: @unchecked Sendable {
     ///
     /// With `create`, a missing last component is made with mode 0700.
     public static func open(_ path: String, create: Bool = false) throws(FileTrustError) -> SecureDirectory {
-        let components = try splitAbsolute(path)
+        try walk(path, components: try splitAbsolute(path), create: create, privateLast: true)
+    }
+
+    /// Walks `components` from `/`, checking each directory on the way with the ancestor
+    /// rule. With `privateLast`, the last one is opened with O_NOFOLLOW and must be a private
+    /// root directory (the state directory); without, it needs only the ancestor rule (the
+    /// directory holding the config file).
+    private static func walk(
+        _ path: String, components: [String], create: Bool, privateLast: Bool
+    ) throws(FileTrustError) -> SecureDirectory {
         var current = Glibc.open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard current >= 0 else { throw .system(SystemError("open", "/", errno: errno)) }
         var walked = ""
@@ -70,7 +79,7 @@ public final class SecureDirectory: @unchecked Sendable {
                 walked += "/" + name
                 let last = index == components.count - 1
                 var flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC
-                if last { flags |= O_NOFOLLOW }
+                if last && privateLast { flags |= O_NOFOLLOW }
                 var next = retryingOnInterrupt { openat(current, name, flags) }
                 if next < 0 && errno == ENOENT && last && create {
                     if mkdirat(current, name, 0o700) != 0 && errno != EEXIST {
@@ -91,7 +100,7 @@ public final class SecureDirectory: @unchecked Sendable {
                 }
                 close(current)
                 current = next
-                if last {
+                if last && privateLast {
                     try checkPrivateDirectory(fd: current, path: walked)
                 } else {
                     try checkAncestor(fd: current, path: walked)
@@ -406,26 +415,6 @@ extension SecureDirectory {
     /// Opens a directory that needs only the ancestor rule (root-owned, not group/other
     /// writable unless sticky) — the directory holding the config file.
     static func openAncestorChecked(_ path: String) throws(FileTrustError) -> SecureDirectory {
-        var current = Glibc.open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard current >= 0 else { throw .system(SystemError("open", "/", errno: errno)) }
-        do {
-            try checkAncestor(fd: current, path: "/")
-            var walked = ""
-            for name in path.split(separator: "/").map(String.init) {
-                walked += "/" + name
-                let next = retryingOnInterrupt { openat(current, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-                guard next >= 0 else { throw FileTrustError.system(SystemError("open", walked, errno: errno)) }
-                close(current)
-                current = next
-                try checkAncestor(fd: current, path: walked)
-            }
-        } catch let error as FileTrustError {
-            close(current)
-            throw error
-        } catch {
-            close(current)
-            throw .system(SystemError("open", path, errno: EIO))
-        }
-        return SecureDirectory(fd: current, path: path)
+        try walk(path, components: path.split(separator: "/").map(String.init), create: false, privateLast: false)
     }
 }
