@@ -73,6 +73,10 @@ struct CommandSender: SMSSender {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        // Close everything above 2 in the child itself (glibc ≥ 2.34): marking descriptors
+        // close-on-exec beforehand races with any other thread that opens one in between.
+        // Swift's Glibc module does not export it, so it is looked up by name.
+        if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 3) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         if !showOutput {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
@@ -144,6 +148,13 @@ struct CommandSender: SMSSender {
             if flags >= 0 && flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
         }
     }
+
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
 
     static func monotonicMilliseconds() -> Int64 {
         var ts = timespec()

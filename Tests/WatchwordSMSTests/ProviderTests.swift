@@ -208,7 +208,9 @@ struct CommandSenderTests {
         let dir = try TemporaryDirectory("smscmd")
         let path = dir.sub("send")
         let bytes = Array("#!/bin/sh\n\(body)\n".utf8)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o700)
+        // O_CLOEXEC: a command spawned by a test running in parallel must not inherit this
+        // descriptor, or exec of the script fails with "Text file busy".
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
         return (dir, path)
