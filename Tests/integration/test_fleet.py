@@ -1,0 +1,639 @@
+"""Fleet mode (issue #8): several hosts share one PostgreSQL store.
+
+A "host" here is what a real host has: its own config file (`[store] backend =
+"postgres"`), its own local state directory (only its offline cache and lock files) and
+its own root-owned password file, all pointing at one real PostgreSQL 15 (pgserver.py)
+over TLS with sslmode=verify-full and a test CA. Logins go through the real
+pam_watchword.so, real libpam (pam_wrapper + pamtester or pam_client.py) and the real
+helper; codes come from oathtool.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, make_root_dir,
+                      run_pam_client, run_pamtester, write_service)
+from pgserver import PgServer, SilentListener
+from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
+
+AUTH_FAILURE = "Authentication failure"
+UNAVAILABLE = "Authentication service cannot retrieve authentication info"
+UNAVAILABLE_MSG = "Two-factor authentication is unavailable; contact your administrator."
+
+
+# --- the database and the hosts ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg():
+    """One PostgreSQL for this file's tests; each test gets it empty (see `db`)."""
+    if os.geteuid() != 0:
+        pytest.skip("the fleet tests must run as root")
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def db(pg):
+    """The server up, serving the right certificate, with an empty watchword database."""
+    if not pg.running:
+        pg.start()
+    pg.use_certificate(pg.server_cert, pg.server_key)
+    pg.reset()
+    yield pg
+    if not pg.running:
+        pg.start()
+
+
+class Host(Watchword):
+    """One host of the fleet: config, state directory, password file, helper, PAM service."""
+
+    def __init__(self, name: str, base: Path, helper_dir: Path, pg: PgServer, service_dir: Path,
+                 pam_module: Path, *, offline: str = "deny", conninfo: str | None = None,
+                 head: str = "", module_args: str = ""):
+        super().__init__(base, helper_dir)
+        make_root_dir(self.state, 0o700)
+        self.name, self.pg = name, pg
+        self.service_dir, self.pam_module = service_dir, pam_module
+        self.service = f"host-{name}"
+        self.pgpass = pg.write_password_file(self.etc / "pgpass")
+        self.configure(offline=offline, conninfo=conninfo or pg.conninfo("verify-full"), head=head)
+        self.set_module_args(module_args)
+
+    def configure(self, *, offline: str | None = None, conninfo: str | None = None,
+                  head: str | None = None, password_file: Path | None = None) -> None:
+        """Writes the config: `head` (policy, sms...) first, then the store tables."""
+        if offline is not None:
+            self.offline = offline
+        if conninfo is not None:
+            self.conninfo = conninfo
+        if head is not None:
+            self.head = head
+        pw = password_file or self.pgpass
+        self.write_config(f'{self.head}\n[store]\nbackend = "postgres"\n\n[store.postgres]\n'
+                          f'conninfo = "{self.conninfo}"\npassword_file = "{pw}"\n'
+                          f'offline = "{self.offline}"\n')
+
+    def set_module_args(self, extra: str = "") -> None:
+        write_service(self.service_dir, self.service, [f"auth required {self.pam_module} {self.args(extra)}"])
+
+    def login(self, user: str, code: str, **kw):
+        """pamtester: one answer on stdin."""
+        return run_pamtester(self.service_dir, self.service, user, code + "\n", **kw)
+
+    def conv(self, user: str, responses: list, **kw):
+        """pam_client.py: a scripted conversation, with pam_rc and the messages."""
+        return run_pam_client(self.service_dir, self.service, user, responses, **kw)
+
+    def store(self, *args: str, check: bool = True, state: Path | None = None):
+        """`watchword store ARGS` with this host's config (and another state dir if given)."""
+        argv = [str(CLI), "store", *args, "--state-dir", str(state or self.state), "--config", str(self.config)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def state_bytes(self) -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(self.state.rglob("*")) if p.is_file() and not p.is_symlink())
+
+
+@pytest.fixture
+def fleet(db, tmp_path, service_dir, pam_module):
+    """fleet(name, **Host options) -> Host; the first host made runs `store init`."""
+    hosts: dict[str, Host] = {}
+
+    def make(name: str, **kw) -> Host:
+        host = Host(name, tmp_path / f"host-{name}", make_root_dir(tmp_path / f"libexec-{name}"), db,
+                    service_dir, pam_module, **kw)
+        if not hosts:
+            host.store("init")
+        hosts[name] = host
+        return host
+
+    return make
+
+
+@pytest.fixture
+def abc(fleet):
+    return fleet("a"), fleet("b"), fleet("c")
+
+
+def fresh_code(secret: str, margin: float = 5, **kw) -> str:
+    """A code with at least `margin` seconds left in its step."""
+    period = kw.get("period", 30)
+    if period - time.time() % period < margin:
+        time.sleep(period - time.time() % period + 0.1)
+    return oathtool_totp(secret, **kw)
+
+
+def next_step_code(secret: str, used: str) -> str:
+    """A code of a step after the one `used` came from (waits for it if need be)."""
+    while True:
+        code = fresh_code(secret)
+        if code != used:
+            return code
+        time.sleep(30 - time.time() % 30 + 0.1)
+
+
+def wrong_of(code: str) -> str:
+    return f"{(int(code) + 500_000) % 1_000_000:06d}"
+
+
+def messages(res) -> str:
+    return "\n".join(m["msg"] for m in res.messages)
+
+
+def last_outcome(res) -> str:
+    return res.log_text().splitlines()[-1] if res.syslog else res.output[-200:]
+
+
+# --- one enrollment, every host -----------------------------------------------------------
+
+def test_enroll_on_a_log_in_on_b_and_a_code_used_on_a_is_refused_on_b(abc):
+    a, b, c = abc
+    alice = a.enroll("alice")
+    assert [u["user"] for u in json.loads(b.cli("list", "--json").stdout)] == ["alice"]
+    res = b.login("alice", fresh_code(alice["secret"]), items={"rhost": "192.0.2.7"})
+    assert res.rc == 0, res.output
+    assert res.logged("user alice from 192.0.2.7: accepted (totp)"), res.log_text()
+    assert c.show("alice")["last_success"] is not None
+    # The next step's code: accepted on A, then refused on B and on C.
+    code = next_step_code(alice["secret"], oathtool_totp(alice["secret"]))
+    first = a.login("alice", code)
+    assert first.rc == 0, first.output
+    for host in (b, c):
+        again = host.login("alice", code)
+        assert again.rc == 1 and AUTH_FAILURE in again.output, (host.name, again.output)
+        assert again.logged("wrong, reused or expired code"), again.log_text()
+    assert a.show("alice")["failures"] == 2
+    # With offline = "deny" nothing secret is kept on the hosts.
+    for host in (a, b, c):
+        assert alice["secret"].encode() not in host.state_bytes(), host.name
+
+
+def test_32_concurrent_logins_over_two_hosts_with_one_code_succeed_exactly_once(fleet, capsys):
+    head = "[policy]\nmax_failures = 1000\n"  # the 31 replays must not lock the account mid-race
+    a, b = fleet("a", head=head), fleet("b", head=head)
+    rounds = 2
+    for n in range(rounds):
+        user = f"racer{n}"
+        secret = a.enroll(user)["secret"]
+        code = fresh_code(secret, margin=12)
+        hosts = [a, b] * 16
+        with ThreadPoolExecutor(32) as pool:
+            results = list(pool.map(lambda h: (h.name, h.login(user, code)), hosts))
+        ok = [name for name, r in results if r.rc == 0]
+        outcomes = Counter(last_outcome(r) for _, r in results)
+        assert len(ok) == 1, outcomes
+        refused = [r for _, r in results if r.rc != 0]
+        assert all(r.logged("outcome=auth_err") for r in refused), outcomes
+        assert b.show(user)["failures"] == 31
+    with capsys.disabled():
+        print(f"\n  fleet race: {rounds} rounds x 32 logins over 2 hosts with one code -> exactly one success each")
+
+
+def test_the_other_admin_commands_work_from_any_host(abc):
+    a, b, c = abc
+    alice = a.enroll("alice")
+    hal = b.enroll("hal", "--hotp")
+    assert c.show("hal")["counter"] == 0
+    assert b.login("hal", oathtool_hotp(hal["secret"], 0)).rc == 0
+    assert a.show("hal")["counter"] == 1
+    # Regenerated on B: the old codes die everywhere, the new ones work on A once.
+    new = json.loads(b.cli("recovery-codes", "alice", "--json").stdout)["recovery_codes"]
+    assert c.login("alice", alice["recovery_codes"][0]).rc == 1
+    assert a.conv("alice", [new[0]]).pam_rc == PAM_SUCCESS
+    assert c.conv("alice", [new[0]]).pam_rc == PAM_AUTH_ERR
+    assert b.show("alice")["recovery_codes_left"] == 9
+    # --force replaces the secret for every host.
+    again = c.enroll("alice", "--force")
+    assert again["secret"] != alice["secret"]
+    assert a.login("alice", fresh_code(alice["secret"])).rc == 1
+    # The audit trail and the status are the fleet's, seen from any host.
+    events = json.loads(c.cli("log", "alice", "--json").stdout)
+    assert [e["outcome"] for e in events if e["event"] == "login"][:3] == ["auth_err", "success", "auth_err"], events
+    assert json.loads(c.cli("log", "hal", "--json").stdout)[-1]["outcome"] == "success"
+    status = json.loads(a.cli("status", "--json").stdout)
+    assert status["users"] == 2 and status["enrolled"]["hotp"] == 1
+    # Removed on C: not enrolled anywhere.
+    c.cli("remove", "hal")
+    assert [u["user"] for u in json.loads(a.cli("list", "--json").stdout)] == ["alice"]
+    gone = b.conv("hal", [])
+    assert gone.pam_rc == PAM_AUTH_ERR and gone.logged("user hal: not enrolled"), gone.log_text()
+
+
+# --- failures and lockout are shared ---------------------------------------------------------
+
+def test_failures_on_two_hosts_add_up_to_one_lockout_and_unlock_from_a_third_releases(fleet):
+    head = "[policy]\nmax_failures = 3\nlockout_seconds = 600\n"
+    a, b, c = fleet("a", head=head), fleet("b", head=head), fleet("c", head=head)
+    alice = a.enroll("alice")
+    right = fresh_code(alice["secret"])
+    assert a.login("alice", wrong_of(right)).rc == 1
+    assert b.login("alice", wrong_of(right)[::-1]).rc == 1
+    third = a.login("alice", "000000" if right != "000000" else "999999")
+    assert third.rc == 1
+    assert third.logged("locked out for 600 seconds"), third.log_text()
+    for host in (a, b):
+        locked = host.conv("alice", [fresh_code(alice["secret"])])
+        assert locked.pam_rc == PAM_MAXTRIES, (host.name, locked.output)
+        assert not [m for m in locked.messages if m["style"] == 1], locked.messages  # no prompt
+    assert b.show("alice")["locked"] is True
+    out = c.cli("unlock", "alice").stdout
+    assert "Unlocked alice (had 3 failures)" in out
+    assert b.login("alice", fresh_code(alice["secret"])).rc == 0
+    assert a.show("alice")["failures"] == 0
+
+
+def test_sms_limits_are_shared(fleet, tmp_path):
+    from sms_standins import TwilioStandIn
+    outbox = tmp_path / "outbox.txt"
+    twilio = TwilioStandIn(outbox)
+    try:
+        head = twilio.config(max_per_hour=2, resend_interval_seconds=0)
+        a, b, c = fleet("a", head=head), fleet("b", head=head), fleet("c", head=head)
+        json.loads(a.cli("enroll", "alice", "--sms", "+14155550123", "--json").stdout)
+        answer = {"from_file": str(outbox), "pattern": r"is:? (\d{4,10})\b"}
+        assert a.conv("alice", [answer]).pam_rc == PAM_SUCCESS
+        assert b.conv("alice", [answer]).pam_rc == PAM_SUCCESS
+        res = c.conv("alice", [""])
+        assert res.pam_rc == PAM_AUTH_ERR, res.output
+        assert res.logged("no SMS sent: sms.max_per_hour reached for this user"), res.log_text()
+        assert len(twilio.requests) == 2
+        assert a.show("alice")["sms_sent_last_hour"] == 2
+    finally:
+        twilio.stop()
+
+
+# --- the database goes away ----------------------------------------------------------------
+
+def test_database_stopped_deny_mode_denies_cleanly_then_works_again_without_admin_action(abc, db):
+    a, b, c = abc
+    alice = a.enroll("alice")
+    a.set_module_args("timeout=5")
+    assert a.login("alice", fresh_code(alice["secret"])).rc == 0
+    db.stop()
+    code = next_step_code(alice["secret"], oathtool_totp(alice["secret"]))
+    res = a.conv("alice", [code])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+    assert UNAVAILABLE_MSG in messages(res), res.messages
+    assert not [m for m in res.messages if m["style"] == 1], res.messages  # no code asked for
+    assert "unreachable" in res.log_text().lower(), res.log_text()
+    assert res.logged("outcome=unavailable"), res.log_text()
+    assert res.elapsed < 7, res.elapsed
+    # The CLI says so too, clearly and without hanging.
+    t = time.monotonic()
+    proc = b.cli("list", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip() and not proc.stdout, proc
+    assert time.monotonic() - t < 30
+    # Back: the same code (never accepted) now works, with no admin action.
+    db.start()
+    ok = b.login("alice", code)
+    assert ok.rc == 0, ok.output
+
+
+def test_database_restarted_between_logins_needs_no_admin_action(abc, db):
+    a, b, _ = abc
+    alice = a.enroll("alice")
+    code = fresh_code(alice["secret"])
+    db.restart()
+    assert b.login("alice", code).rc == 0
+    db.restart()
+    assert a.login("alice", code).rc == 1  # and the replay is still known
+    assert json.loads(a.cli("show", "alice", "--json").stdout)["failures"] == 1
+
+
+def _helper_processes(helper: Path) -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == str(helper):
+                out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def test_a_database_that_accepts_and_never_answers_denies_within_the_timeout(fleet, db):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    with SilentListener() as silent:
+        a.configure(conninfo=db.conninfo("verify-full", port=silent.port))
+        a.set_module_args("timeout=5")
+        seen: dict[str, bytes] = {}
+        done = threading.Event()
+
+        def watch():  # the helper's argv and environment, while it hangs on the database
+            while not done.is_set():
+                for pid in _helper_processes(a.helper):
+                    for what in ("cmdline", "environ"):
+                        try:
+                            seen[f"{pid}/{what}"] = Path(f"/proc/{pid}/{what}").read_bytes()
+                        except OSError:
+                            pass
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            res = a.conv("alice", [fresh_code(alice["secret"])], timeout=30)
+        finally:
+            done.set()
+            watcher.join()
+        assert res.pam_rc in (PAM_AUTHINFO_UNAVAIL, PAM_AUTH_ERR), res.output
+        assert res.pam_rc != PAM_SUCCESS
+        assert res.elapsed < 5 + 2, res.elapsed
+        assert silent.accepted, "the helper never reached the database port"
+        assert seen, "never saw the helper running"
+        for key, value in seen.items():
+            assert db.password.encode() not in value, key
+        assert db.password not in res.output
+
+
+def test_cached_mode_verifies_offline_refuses_replays_and_reconciles(fleet, db):
+    head = "[policy]\nmax_failures = 10\n"
+    a = fleet("a", offline="cached", head=head)
+    b = fleet("b", offline="cached", head=head)
+    never = fleet("c", offline="cached", head=head)
+    alice = a.enroll("alice")
+    bob = a.enroll("bob")
+    carol = b.enroll("carol")  # enrolled from B: A never touches carol
+    # A contacts the database for alice by a login; B for everyone by refresh-cache.
+    first = fresh_code(alice["secret"])
+    assert a.login("alice", first).rc == 0
+    b.store("refresh-cache")
+    code = next_step_code(alice["secret"], first)
+    db.stop()
+
+    # Offline on A: the right code once, a recovery code once; then a replay and a wrong code.
+    ok = a.login("alice", code)
+    assert ok.rc == 0, ok.output
+    rec = a.conv("alice", [alice["recovery_codes"][0]])
+    assert rec.pam_rc == PAM_SUCCESS, rec.output
+    replay = a.login("alice", code)
+    assert replay.rc == 1 and AUTH_FAILURE in replay.output, replay.output
+    assert a.login("alice", wrong_of(code)).rc == 1
+    # B refreshed its cache for every user, so it verifies bob offline too.
+    bob_code = fresh_code(bob["secret"])
+    assert b.login("bob", bob_code).rc == 0
+    # A host that never cached the user denies, whatever the code.
+    denied = never.conv("alice", [code])
+    assert denied.pam_rc in (PAM_AUTHINFO_UNAVAIL, PAM_AUTH_ERR), denied.output
+    # A never cached carol either.
+    assert a.conv("carol", [fresh_code(carol["secret"])]).pam_rc != PAM_SUCCESS
+
+    # Back: A's next contact (a login of another user) hands its offline events over.
+    db.start()
+    assert a.login("bob", "000000" if fresh_code(bob["secret"]) != "000000" else "111111").rc == 1
+    shown = b.show("alice")
+    assert shown["failures"] == 2, shown  # the replay and the wrong code
+    assert shown["recovery_codes_left"] == 9, shown
+    # The step used offline on A is refused on B; the recovery code too.
+    late = b.login("alice", code)
+    assert late.rc == 1 and late.logged("wrong, reused or expired code"), late.output
+    assert b.conv("alice", [alice["recovery_codes"][0]]).pam_rc == PAM_AUTH_ERR
+    # B's offline use of bob's code reaches the database at B's refresh-cache.
+    b.store("refresh-cache")
+    late_bob = a.login("bob", bob_code)
+    assert late_bob.rc == 1 and late_bob.logged("wrong, reused or expired code"), late_bob.output
+
+
+def test_cached_mode_counts_offline_failures_toward_a_local_lockout(fleet, db):
+    head = "[policy]\nmax_failures = 3\nlockout_seconds = 600\n"
+    a = fleet("a", offline="cached", head=head)
+    alice = a.enroll("alice")
+    a.store("refresh-cache")
+    db.stop()
+    right = fresh_code(alice["secret"])
+    for wrong in (wrong_of(right), wrong_of(right)[::-1], "000000" if right != "000000" else "999999"):
+        assert a.login("alice", wrong).rc == 1
+    locked = a.conv("alice", [fresh_code(alice["secret"])])
+    assert locked.pam_rc == PAM_MAXTRIES, locked.output
+    db.start()
+    a.store("refresh-cache")
+    assert a.show("alice")["failures"] == 3
+
+
+def test_cached_mode_does_not_offer_sms_offline(fleet, db, tmp_path):
+    from sms_standins import TwilioStandIn
+    outbox = tmp_path / "outbox.txt"
+    twilio = TwilioStandIn(outbox)
+    try:
+        a = fleet("a", offline="cached", head=twilio.config(resend_interval_seconds=0))
+        a.cli("enroll", "alice", "--sms", "+14155550123", "--json")
+        answer = {"from_file": str(outbox), "pattern": r"is:? (\d{4,10})\b"}
+        assert a.conv("alice", [answer]).pam_rc == PAM_SUCCESS  # through the database: cached
+        db.stop()
+        res = a.conv("alice", ["", ""])
+        assert res.pam_rc != PAM_SUCCESS, res.output
+        assert len(twilio.requests) == 1  # nothing texted while offline
+    finally:
+        twilio.stop()
+
+
+# --- moving from the file store --------------------------------------------------------------
+
+def test_import_files_then_every_user_logs_in_through_the_database(fleet, db, tmp_path, helper_dir,
+                                                                   service_dir, pam_module):
+    # A populated file store, used for a while.
+    files = Watchword(tmp_path / "files", helper_dir)
+    write_service(service_dir, "files", [f"auth required {pam_module} {files.args()}"])
+    alice = files.enroll("alice")
+    bob = files.enroll("bob", "--algorithm", "sha256", "--digits", "8", "--period", "60")
+    hal = files.enroll("hal", "--hotp")
+    carol = files.enroll("carol")
+    dave = files.enroll("dave")
+    used_alice = fresh_code(alice["secret"])
+    assert run_pamtester(service_dir, "files", "alice", used_alice + "\n").rc == 0
+    for counter in (0, 1):
+        assert run_pamtester(service_dir, "files", "hal", oathtool_hotp(hal["secret"], counter) + "\n").rc == 0
+    assert run_pamtester(service_dir, "files", "carol", carol["recovery_codes"][2] + "\n").rc == 0
+    for wrong in ("000001", "000002"):
+        assert run_pamtester(service_dir, "files", "dave", wrong + "\n").rc == 1
+    before = {u: files.show(u) for u in ("alice", "bob", "hal", "carol", "dave")}
+    files_snapshot = files.snapshot()
+
+    a = fleet("a")
+    b = fleet("b")
+    dry = a.store("import-files", "--dry-run", state=files.state)
+    assert "alice" in dry.stdout + dry.stderr
+    assert json.loads(b.cli("list", "--json").stdout) == []
+    a.store("import-files", state=files.state)
+    assert files.snapshot() == files_snapshot  # the file store is read, not changed
+    listed = sorted(u["user"] for u in json.loads(b.cli("list", "--json").stdout))
+    assert listed == ["alice", "bob", "carol", "dave", "hal"]
+    for user, old in before.items():
+        new = b.show(user)
+        for key in ("counter", "failures", "recovery_codes_left", "locked"):
+            if key in old:
+                assert new.get(key) == old[key], (user, key, old, new)
+
+    # Every user logs in through the database on B with what they had.
+    again = b.login("alice", used_alice)
+    assert again.rc == 1, again.output  # the step used on the file store stays used
+    assert b.login("alice", next_step_code(alice["secret"], used_alice)).rc == 0
+    assert b.login("bob", fresh_code(bob["secret"], algorithm="sha256", digits=8, period=60)).rc == 0
+    assert b.login("hal", oathtool_hotp(hal["secret"], 1)).rc == 1
+    assert b.login("hal", oathtool_hotp(hal["secret"], 2)).rc == 0
+    assert b.conv("carol", [carol["recovery_codes"][2]]).pam_rc == PAM_AUTH_ERR
+    assert b.conv("carol", [carol["recovery_codes"][5]]).pam_rc == PAM_SUCCESS
+    assert b.login("dave", fresh_code(dave["secret"])).rc == 0
+
+    # Again: every user is already there, an error unless --force; nothing changes.
+    db_before = b.cli("list", "--json").stdout
+    rerun = a.store("import-files", state=files.state, check=False)
+    assert rerun.returncode != 0 and "alice" in rerun.stderr, rerun
+    assert b.cli("list", "--json").stdout == db_before
+    a.store("import-files", "--force", state=files.state)
+
+    # init and migrate run again safely.
+    for _ in range(2):
+        a.store("init")
+        b.store("migrate")
+    assert len(json.loads(a.cli("list", "--json").stdout)) == 5
+
+
+def test_import_files_is_all_or_nothing(fleet, tmp_path, helper_dir):
+    files = Watchword(tmp_path / "files", helper_dir)
+    for user in ("alice", "bob", "carol"):
+        files.enroll(user)
+    a = fleet("a")
+    a.enroll("bob")  # already in the database
+    res = a.store("import-files", state=files.state, check=False)
+    assert res.returncode != 0 and "bob" in res.stderr, res
+    assert [u["user"] for u in json.loads(a.cli("list", "--json").stdout)] == ["bob"]
+    a.cli("remove", "bob")
+    files.user_file("carol").write_bytes(b"watchword-user 1\nuser carol\n")  # corrupt
+    res = a.store("import-files", state=files.state, check=False)
+    assert res.returncode != 0 and "carol" in res.stderr, res
+    assert json.loads(a.cli("list", "--json").stdout) == []
+
+
+def test_store_init_and_migrate_are_safe_to_rerun(fleet, db):
+    a = fleet("a")
+    tables = db.tables()
+    assert tables, "store init made no tables"
+    alice = a.enroll("alice")
+    for _ in range(2):
+        assert a.store("init").returncode == 0
+        assert a.store("migrate").returncode == 0
+    assert db.tables() == tables
+    assert a.login("alice", fresh_code(alice["secret"])).rc == 0
+
+
+def test_doctor_reports_the_database(fleet, db):
+    a = fleet("a")
+    a.enroll("alice")
+
+    def store_checks():
+        proc = a.cli("doctor", "--json", check=False)
+        checks = json.loads(proc.stdout)["checks"]
+        return [c for c in checks
+                if re.search(r"store|postgres|database|db|tls|schema|skew", c["check"] + " " + c["detail"], re.I)]
+
+    up = store_checks()
+    assert len(up) >= 3, up  # connectivity, TLS, schema version, clock skew
+    assert all(c["status"] == "ok" for c in up), up
+    db.stop()
+    down = store_checks()
+    assert any(c["status"] == "fail" for c in down), down
+
+
+# --- TLS and the password ---------------------------------------------------------------------
+
+def test_tls_verify_full_with_the_test_ca_works(fleet, db):
+    a = fleet("a")
+    assert "sslmode=verify-full" in a.conninfo and str(db.ca) in a.conninfo
+    alice = a.enroll("alice")
+    b = fleet("b", conninfo=db.conninfo("verify-full", host="localhost"))
+    assert b.login("alice", fresh_code(alice["secret"])).rc == 0
+
+
+@pytest.mark.parametrize("case", ["unrelated CA", "host name not in the certificate",
+                                  "server certificate for another name"])
+def test_a_wrong_server_certificate_is_refused(fleet, db, case):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    if case == "unrelated CA":
+        bad = fleet("bad", conninfo=db.conninfo("verify-full", db.wrong_ca))
+    elif case == "host name not in the certificate":
+        bad = fleet("bad", conninfo=db.conninfo("verify-full", host="127.0.0.2"))
+    else:
+        bad = fleet("bad")
+        db.use_certificate(db.wrongname_cert, db.wrongname_key)
+    for args in (["list"], ["show", "alice"], ["enroll", "bob", "--totp"], ["unlock", "alice"],
+                 ["recovery-codes", "alice"], ["remove", "alice"], ["status"], ["log"]):
+        proc = bad.cli(*args, check=False)
+        assert proc.returncode != 0, (args, proc.stdout)
+        assert re.search(r"certificate|does not match|SSL|TLS", proc.stderr, re.I), (args, proc.stderr)
+    for args in (["init"], ["migrate"], ["refresh-cache"]):
+        assert bad.store(*args, check=False).returncode != 0, args
+    res = bad.conv("alice", [fresh_code(alice["secret"])])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+    db.use_certificate(db.server_cert, db.server_key)
+    # Nothing was done by the refused commands.
+    assert [u["user"] for u in json.loads(a.cli("list", "--json").stdout)] == ["alice"]
+    assert a.show("alice")["recovery_codes_left"] == 10
+
+
+@pytest.mark.parametrize("case", ["mode 0644", "mode 0640", "owner not root", "missing", "wrong password"])
+def test_a_bad_password_file_is_refused(fleet, db, case, tmp_path):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    bad = fleet("bad")
+    if case == "mode 0644":
+        os.chmod(bad.pgpass, 0o644)
+    elif case == "mode 0640":
+        os.chmod(bad.pgpass, 0o640)
+    elif case == "owner not root":
+        os.chown(bad.pgpass, 65534, 65534)
+    elif case == "missing":
+        os.unlink(bad.pgpass)
+    else:
+        bad.pgpass.write_text("not-the-password\n")
+    proc = bad.cli("list", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip(), proc
+    res = bad.conv("alice", [fresh_code(alice["secret"])])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+    assert db.password not in proc.stdout + proc.stderr + res.output
+
+
+def test_the_password_never_reaches_logs_or_output(fleet, db):
+    a = fleet("a")
+    b = fleet("b", head="[policy]\nmax_failures = 2\n")
+    alice = a.enroll("alice")
+    seen = [json.dumps(alice)]
+    seen.append(b.login("alice", fresh_code(alice["secret"])).output)
+    b.set_module_args("debug")
+    seen.append(b.login("alice", "000000").output)
+    seen.append(b.login("alice", "000001").output)
+    for args in (["list", "--json"], ["show", "alice", "--json"], ["log", "--json"], ["status", "--json"],
+                 ["unlock", "alice"], ["doctor", "--json"]):
+        proc = a.cli(*args, check=False)
+        seen.append(proc.stdout + proc.stderr)
+    for args in (["init"], ["migrate"], ["refresh-cache"]):
+        proc = a.store(*args, check=False)
+        seen.append(proc.stdout + proc.stderr)
+    db.stop()
+    seen.append(b.login("alice", "123456").output)
+    proc = a.cli("list", check=False)
+    seen.append(proc.stdout + proc.stderr)
+    db.start()
+    for text in seen:
+        assert db.password not in text, text
+    for host in (a, b):
+        assert db.password.encode() not in host.state_bytes(), host.name
+    assert db.password not in db.log.read_text(errors="replace")
