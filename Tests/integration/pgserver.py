@@ -162,6 +162,7 @@ class PgServer:
     def configure(self, cert: Path, key: Path) -> None:
         """(Re)write postgresql.auto.conf with this certificate and key; takes effect at the
         next start or reload()."""
+        self._cert = (cert, key)
         (self.data / "postgresql.auto.conf").write_text(
             f"listen_addresses = '127.0.0.1,127.0.0.2'\n"
             f"port = {self.port}\n"
@@ -206,6 +207,8 @@ class PgServer:
 
     def use_certificate(self, cert: Path, key: Path) -> None:
         """Serve another certificate from now on (the config is rewritten, then reloaded)."""
+        if getattr(self, "_cert", None) == (cert, key):
+            return
         self.configure(cert, key)
         if self._running:
             self.reload()
