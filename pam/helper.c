@@ -260,6 +260,12 @@ static char *build_header(struct run *r, const struct ww_login *login,
     put_line(&t, "state_dir", r->opts->state_dir);
     put_line(&t, "config", r->opts->config);
     put_line(&t, "debug", r->opts->debug ? "1" : "0");
+    {
+        char timeout[16];
+
+        snprintf(timeout, sizeof(timeout), "%u", r->opts->timeout);
+        put_line(&t, "timeout", timeout);
+    }
     put_line(&t, "end", NULL);
     *out_len = t.len;
     return t.data;

@@ -15,6 +15,8 @@ struct Header {
     var stateDir = ""
     var config = ""
     var debug = false
+    /// The module's `timeout=`: the longest it waits for each message; bounds the database.
+    var timeout = 30
 }
 
 struct ProtocolError: Error, CustomStringConvertible {
@@ -107,6 +109,9 @@ struct ModuleChannel {
             case "state_dir": header.stateDir = value
             case "config": header.config = value
             case "debug": header.debug = value == "1"
+            case "timeout":
+                guard let seconds = Int(value), (1...600).contains(seconds) else { throw ProtocolError("bad timeout") }
+                header.timeout = seconds
             default: throw ProtocolError("unknown header '\(key)'")
             }
             guard seen.count <= 16 else { throw ProtocolError("too many header lines") }

@@ -113,6 +113,7 @@ def test_correct_code_succeeds_and_header_is_exact(run_pam, good_helper,
         "state_dir /var/lib/watchword",
         "config /etc/watchword/config.toml",
         "debug 0",
+        "timeout 30",
         "end",
     ]
     assert rec["reply"] == "answer" and rec["answer_len"] == len(CODE)
@@ -132,6 +133,7 @@ def test_options_reach_the_header_and_nonce_is_fresh(run_pam, good_helper,
     assert first["state_dir"] == "/srv/watchword"
     assert first["config"] == "/etc/ww/other.toml"
     assert first["debug"] == "1"
+    assert first["timeout"] == "10"
     # debug adds detail to the log
     assert res1.logged("started helper")
     res2 = run_pam(args, "bob", CODE + "\n")
