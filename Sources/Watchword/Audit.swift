@@ -1,5 +1,6 @@
 import ArgumentParser
 import WatchwordCore
+import WatchwordPostgres
 
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,7 @@ protocol AuditedCommand {
     var auditUser: String? { get }
     var auditService: String? { get }
     var auditStateDirectory: String { get }
+    var global: GlobalOptions { get }
     /// Why, when the command succeeded (never a code or a secret).
     var auditNote: String? { get }
 }
@@ -116,8 +118,14 @@ func auditAdminAction(_ command: any AuditedCommand, error: (any Error)?) {
         rhost: nil, method: nil, outcome: error == nil ? "ok" : "error", reason: reason)
     writeSyslog(error == nil ? LOG_INFO : LOG_NOTICE, "audit: \(entry.jsonLine)")
     do {
-        try AuditLog.append(entry, stateDirectory: command.auditStateDirectory)
-    } catch .system(let e) where e.errno == ENOENT {
+        // Fleet mode: the shared trail in the database (unless the command worked on a
+        // system tree under --root).
+        if command.auditStateDirectory == command.global.stateDirectory, let store = try? command.global.auditStore() {
+            try store.appendAudit(entry)
+        } else {
+            try AuditLog.append(entry, stateDirectory: command.auditStateDirectory)
+        }
+    } catch FileTrustError.system(let e) where e.errno == ENOENT {
         // No state directory (nothing enrolled yet and the command made none): syslog only.
     } catch {
         writeSyslog(LOG_ERR, "audit log not written: \(error)")
@@ -178,12 +186,16 @@ func auditJSON(_ e: AuditEntry) -> JSON {
 func readAuditTrail(_ global: GlobalOptions) throws -> [AuditEntry] {
     guard runningAsRoot() else { throw CLIError("must be run as root") }
     let result: (entries: [AuditEntry], corrupt: Int)
-    do {
-        result = try AuditLog.read(stateDirectory: global.stateDirectory)
-    } catch .system(let e) where e.errno == ENOENT {
-        return []
-    } catch {
-        throw CLIError(error.description)
+    if let store = try global.auditStore() {
+        result = try store.readAudit()
+    } else {
+        do {
+            result = try AuditLog.read(stateDirectory: global.stateDirectory)
+        } catch .system(let e) where e.errno == ENOENT {
+            return []
+        } catch {
+            throw CLIError(error.description)
+        }
     }
     if result.corrupt > 0 {
         writeStandardError(

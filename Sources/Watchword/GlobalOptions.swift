@@ -1,5 +1,6 @@
 import ArgumentParser
 import WatchwordCore
+import WatchwordPostgres
 
 #if canImport(Glibc)
 import Glibc
@@ -20,22 +21,42 @@ struct GlobalOptions: ParsableArguments {
         guard configPath.hasPrefix("/") else { throw ValidationError("--config must be an absolute path") }
     }
 
-    /// Checks for root, loads the config and opens the store, creating the state directory
-    /// when `create` is set and it is missing.
+    /// Checks for root, loads the config and opens the store: the state directory (made
+    /// when `create` is set and it is missing), or the shared database.
     func open(create: Bool) throws -> (Config, any StateStore) {
         guard runningAsRoot() else { throw CLIError("must be run as root") }
         let config = try Config.load(path: configPath)
-        guard config.store.backend == .files else {
-            throw CLIError("store backend '\(config.store.backend.rawValue)' is not supported by this build")
-        }
-        do {
-            return (config, try FileStore(path: stateDirectory, create: create))
-        } catch {
-            if !create, case .untrusted(.system(let e)) = error, e.errno == ENOENT {
-                throw NoStateDirectory(path: stateDirectory)
+        switch config.store.backend {
+        case .files:
+            do {
+                return (config, try FileStore(path: stateDirectory, create: create))
+            } catch {
+                if !create, case .untrusted(.system(let e)) = error, e.errno == ENOENT {
+                    throw NoStateDirectory(path: stateDirectory)
+                }
+                throw error
             }
-            throw error
+        case .postgres:
+            return (config, try openDatabase(config))
         }
+    }
+
+    /// The shared database, connected and its schema checked.
+    func openDatabase(_ config: Config, checkSchema: Bool = true) throws -> PostgresStore {
+        let store = PostgresStore(settings: DatabaseSettings(config.store))
+        if checkSchema {
+            try store.connect()
+        } else {
+            _ = try store.rawConnection()
+        }
+        return store
+    }
+
+    /// Where the audit trail lives: the database in fleet mode, else the state directory.
+    func auditStore() throws -> (any StateStore)? {
+        let config = try Config.load(path: configPath)
+        guard config.store.backend == .postgres else { return nil }
+        return try openDatabase(config)
     }
 }
 

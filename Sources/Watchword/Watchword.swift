@@ -23,7 +23,7 @@ struct Watchword: ParsableCommand {
         version: watchwordVersion,
         subcommands: [
             Enroll.self, List.self, Show.self, Remove.self, Unlock.self, RecoveryCodesCommand.self, SMSTest.self, Enable.self, Disable.self, DoctorCommand.self,
-            Import.self, Export.self, Log.self, Status.self,
+            Import.self, Export.self, Log.self, Status.self, StoreCommand.self,
         ]
     )
 }

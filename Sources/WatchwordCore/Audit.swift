@@ -88,7 +88,10 @@ public enum AuditLog {
     /// Every entry, oldest first (`audit.log.1`, then `audit.log`), and how many lines were
     /// skipped as corrupt.
     public static func read(stateDirectory path: String) throws(FileTrustError) -> (entries: [AuditEntry], corrupt: Int) {
-        let root = try SecureDirectory.open(path)
+        try read(in: try SecureDirectory.open(path))
+    }
+
+    public static func read(in root: SecureDirectory) throws(FileTrustError) -> (entries: [AuditEntry], corrupt: Int) {
         var entries: [AuditEntry] = []
         var corrupt = 0
         for name in [oldFileName, fileName] {

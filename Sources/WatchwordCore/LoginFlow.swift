@@ -181,7 +181,7 @@ public struct LoginFlow {
         return login.converse(&conversation)
     }
 
-    static let unavailableMessage = "Two-factor authentication is unavailable; contact your administrator."
+    public static let unavailableMessage = "Two-factor authentication is unavailable; contact your administrator."
 
     static func lockedMessage(_ remaining: Int64) -> String {
         "Too many failed codes: try again in \(remaining) seconds."

@@ -171,7 +171,10 @@ public final class SecureDirectory: @unchecked Sendable {
     /// Replaces a file atomically: write a temporary file in this directory, fsync it,
     /// rename it over the old one, fsync the directory. A crash at any point leaves either
     /// the old or the new file, never a torn one. Callers hold the file's lock.
-    public func writeAtomically(_ name: String, _ bytes: [UInt8]) throws(FileTrustError) {
+    ///
+    /// Without `durable` the fsyncs are skipped: the rename still never leaves a torn file,
+    /// but a crash may bring back the old one (for caches that are rebuilt anyway).
+    public func writeAtomically(_ name: String, _ bytes: [UInt8], durable: Bool = true) throws(FileTrustError) {
         let temp = "." + name + ".tmp"
         let full = join(temp)
         if unlinkat(fd, temp, 0) != 0 && errno != ENOENT {
@@ -199,7 +202,7 @@ public final class SecureDirectory: @unchecked Sendable {
             return 0
         }
         if writeErrno != 0 { throw .system(SystemError("write", full, errno: writeErrno)) }
-        guard fsync(file) == 0 else { throw .system(SystemError("fsync", full, errno: errno)) }
+        guard !durable || fsync(file) == 0 else { throw .system(SystemError("fsync", full, errno: errno)) }
         guard close(file) == 0 else {
             ok = true
             unlinkat(fd, temp, 0)
@@ -211,7 +214,7 @@ public final class SecureDirectory: @unchecked Sendable {
             unlinkat(fd, temp, 0)
             throw .system(SystemError("rename", join(name), errno: e))
         }
-        try syncDirectory()
+        if durable { try syncDirectory() }
     }
 
     /// Appends `line` and a newline to a file in one write (made root 0600 if missing),

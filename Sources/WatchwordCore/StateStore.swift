@@ -10,9 +10,14 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case untrusted(FileTrustError)
     case corrupt(path: String, StateFormatError)
     case unsupported(String)
+    /// The shared database cannot be reached (refused, timed out, TLS or authentication
+    /// failed, or the connection broke). With `offline = "cached"` a login may fall back to
+    /// this host's cache; anything else denies.
+    case unreachable(String)
 
     public var description: String {
         switch self {
+        case .unreachable(let why): "the database is unreachable: \(why)"
         case .untrusted(let e): "state \(e)"
         case .corrupt(let path, let e): "state file \(path) is corrupt: \(e)"
         case .unsupported(let what): what
@@ -40,6 +45,12 @@ public protocol StateStore: Sendable {
     /// under its own exclusive lock, and stores what it leaves. Callers may hold a user's
     /// lock when they call this, never the other way round.
     func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R
+
+    /// Appends one line to the audit trail.
+    func appendAudit(_ entry: AuditEntry) throws
+
+    /// The audit trail, oldest first, and how many stored lines could not be read.
+    func readAudit() throws -> (entries: [AuditEntry], corrupt: Int)
 }
 
 /// The default store: one file per user under a root-only directory.
@@ -181,6 +192,14 @@ public final class FileStore: StateStore, @unchecked Sendable {
             }
         }
         return result
+    }
+
+    public func appendAudit(_ entry: AuditEntry) throws {
+        try AuditLog.append(entry, in: root)
+    }
+
+    public func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {
+        try AuditLog.read(in: root)
     }
 
     public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {

@@ -46,6 +46,10 @@ public struct OTPEnrollment: Sendable, Equatable {
     /// TOTP: the last time step accepted; a code is accepted only for a later step.
     public var lastStep: UInt64?
     public var issuer: String
+    /// Set only on records served from a host's offline cache (fleet mode, database down):
+    /// `secret` is then empty and codes are checked against these keyed hashes. Never
+    /// written to a state file.
+    public var offlineCodes: OfflineCodes? = nil
 
     public init(
         kind: Kind, secret: [UInt8], algorithm: OTPAlgorithm = .sha1, digits: Int = 6, period: Int = 30,
@@ -67,6 +71,11 @@ public struct StateFormatError: Error, Sendable, Equatable, CustomStringConverti
     public let line: Int
     public let message: String
     public var description: String { line > 0 ? "line \(line): \(message)" : message }
+
+    public init(line: Int, message: String) {
+        self.line = line
+        self.message = message
+    }
 }
 
 /// The user file format, version 1: a `watchword-user 1` header, one `key value` per line,

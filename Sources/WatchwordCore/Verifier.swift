@@ -120,8 +120,17 @@ public struct Verifier: Sendable {
 
     private func acceptOTP(_ code: String, record: inout UserRecord, now: Int64) -> Verdict.Method? {
         guard var otp = record.otp, code.utf8.count == otp.digits else { return nil }
-        guard let hotp = try? HOTP(secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits) else { return nil }
         let given = Array(code.utf8)
+        // The code for a counter (HOTP) or time step (TOTP), compared in constant time: from
+        // the secret, or from the offline cache's keyed hashes.
+        let matches: (UInt64) -> Bool
+        if let offline = otp.offlineCodes {
+            let user = record.user
+            matches = { offline.matches(given, counter: $0, user: user) }
+        } else {
+            guard let hotp = try? HOTP(secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits) else { return nil }
+            matches = { constantTimeEquals(Array(hotp.code(counter: $0).utf8), given) }
+        }
         switch otp.kind {
         case .totp:
             guard now >= 0 else { return nil }
@@ -130,7 +139,7 @@ public struct Verifier: Sendable {
             let low = current >= UInt64(policy.window) ? current - UInt64(policy.window) : 0
             for step in low...(current + UInt64(policy.window)) {
                 // Every candidate is computed and compared so timing says nothing about which matched.
-                let equal = constantTimeEquals(Array(hotp.code(counter: step).utf8), given)
+                let equal = matches(step)
                 let fresh = otp.lastStep.map { step > $0 } ?? true
                 if equal && fresh && matched == nil { matched = step }
             }
@@ -144,7 +153,7 @@ public struct Verifier: Sendable {
                 // UInt64.max itself is never accepted: the counter could not move past it.
                 let (counter, overflow) = otp.counter.addingReportingOverflow(offset)
                 if overflow || counter == UInt64.max { break }
-                if constantTimeEquals(Array(hotp.code(counter: counter).utf8), given) && matched == nil {
+                if matches(counter) && matched == nil {
                     matched = counter
                 }
             }

@@ -11,6 +11,7 @@ import Musl
 #endif
 import WatchwordCore
 import WatchwordSMS
+import WatchwordPostgres
 
 /// The protocol exit status for "cannot run": the module maps it to PAM_AUTHINFO_UNAVAIL.
 let unavailable = LoginOutcome.unavailable.exitStatus
@@ -61,19 +62,27 @@ let outcome: LoginOutcome
 let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
 var auditUser = shownUser
 var stateRoot: SecureDirectory? = nil
+var auditStore: (any StateStore)? = nil
 do {
     let config = try Config.load(path: header.config)
-    guard config.store.backend == .files else {
-        throw StoreError.unsupported("store backend '\(config.store.backend.rawValue)' is not supported by this build")
-    }
-    let store = try FileStore(path: header.stateDir, create: false)
-    stateRoot = store.root
-    // The provider is made only if this login sends or checks a text.
-    let flow = LoginFlow(config: config, store: store, smsGateway: { () throws(SMSError) in try makeSMSGateway(config.sms) })
     auditUser = canonicalUserName(shownUser)
     let request = LoginRequest(
         user: auditUser, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
-    outcome = flow.run(request, conversation: &conversation)
+    // The provider is made only if this login sends or checks a text.
+    let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
+    switch config.store.backend {
+    case .files:
+        let store = try FileStore(path: header.stateDir, create: false)
+        stateRoot = store.root
+        auditStore = store
+        let flow = LoginFlow(config: config, store: store, smsGateway: gateway)
+        outcome = flow.run(request, conversation: &conversation)
+    case .postgres:
+        var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
+        outcome = fleet.run(request, conversation: &conversation, smsGateway: gateway)
+        stateRoot = fleet.localRoot
+        auditStore = fleet.auditStore
+    }
 } catch {
     conversation.log(.err, "denied: \(error)")
     conversation.error("Two-factor authentication is unavailable; contact your administrator.")
@@ -84,9 +93,12 @@ let entry = AuditEntry(
     time: unixTimeNow(), event: "login", user: auditUser, service: header.service, rhost: header.rhost,
     method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason)
 do {
-    // The directory the store already opened and checked; walk the path again only when
-    // the store could not be opened (then that walk fails the same way and is logged).
-    if let stateRoot {
+    // Through the store the login used (the state directory it already opened and checked,
+    // or the database); walk the path again only when no store could be opened (then that
+    // walk fails the same way and is logged).
+    if let auditStore {
+        try auditStore.appendAudit(entry)
+    } else if let stateRoot {
         try AuditLog.append(entry, in: stateRoot)
     } else {
         try AuditLog.append(entry, stateDirectory: header.stateDir)

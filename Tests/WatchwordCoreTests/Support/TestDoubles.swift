@@ -83,4 +83,11 @@ final class SpyStore: StateStore, @unchecked Sendable {
         var state = SMSGlobalState()
         return try body(&state)
     }
+    func appendAudit(_ entry: AuditEntry) throws {
+        calls.append("appendAudit")
+    }
+    func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {
+        calls.append("readAudit")
+        return ([], 0)
+    }
 }

@@ -1,0 +1,563 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import WatchwordCrypto
+import WatchwordOTP
+
+/// Keyed hashes of a run of one user's upcoming codes, for checking codes while the shared
+/// database is unreachable without holding the secret.
+///
+/// Entry i is the first 16 bytes of HMAC-SHA256(key, "watchword-offline 1" ‖ 0 ‖ user ‖ 0 ‖
+/// counter (8 bytes, big-endian) ‖ code) for counter `first + i` (a TOTP time step or an
+/// HOTP counter). The key is this host's (`DIR/cache.key`). What it protects against, and
+/// what not: someone who reads the cache but not the key learns nothing; someone who reads
+/// both (root on this host) can find each cached code by trying the 10^digits candidates,
+/// so the cache reveals the codes of the next hours — never the secret, and nothing past
+/// the cache's end.
+public struct OfflineCodes: Sendable, Equatable {
+    public static let hashBytes = 16
+    public var first: UInt64
+    /// `count * hashBytes` bytes.
+    public var hashes: [UInt8]
+    public var key: [UInt8]
+
+    public var count: Int { hashes.count / Self.hashBytes }
+    /// One past the last counter covered.
+    public var end: UInt64 { first + UInt64(count) }
+
+    public init(first: UInt64, hashes: [UInt8], key: [UInt8]) {
+        self.first = first
+        self.hashes = hashes
+        self.key = key
+    }
+
+    static func hash(_ code: [UInt8], counter: UInt64, user: UserName, key: SymmetricKey) -> [UInt8] {
+        var message = Array("watchword-offline 1".utf8) + [0] + Array(user.value.utf8) + [0]
+        for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: counter >> UInt64(shift))) }
+        message += code
+        return Array(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(hashBytes))
+    }
+
+    /// The hashes of the codes for counters `first ..< first + count`.
+    public static func make(
+        otp: OTPEnrollment, user: UserName, first: UInt64, count: Int, key: SymmetricKey
+    ) throws -> OfflineCodes {
+        let hotp = try HOTP(secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits)
+        var hashes: [UInt8] = []
+        hashes.reserveCapacity(count * hashBytes)
+        for i in 0..<count {
+            let counter = first + UInt64(i)
+            hashes += hash(Array(hotp.code(counter: counter).utf8), counter: counter, user: user, key: key)
+        }
+        return OfflineCodes(first: first, hashes: hashes, key: key.withUnsafeBytes { Array($0) })
+    }
+
+    /// Whether `code` is the code for `counter`; false outside the cached run.
+    public func matches(_ code: [UInt8], counter: UInt64, user: UserName) -> Bool {
+        guard counter >= first, counter < end else { return false }
+        let i = Int(counter - first) * Self.hashBytes
+        let candidate = Self.hash(code, counter: counter, user: user, key: SymmetricKey(bytes: key))
+        return constantTimeEquals(Array(hashes[i..<(i + Self.hashBytes)]), candidate)
+    }
+}
+
+/// One user's entry in a host's offline cache (`DIR/cache/NAME`): what lets the host check
+/// that user's codes while the database is unreachable, and what it did meanwhile.
+///
+/// Text, one `key value` per line, like the state files:
+/// ```
+/// watchword-cache 1
+/// user alice
+/// written 1790000000          # when it was last brought up to date from the database
+/// source <hex>                # keyed fingerprint of the enrollment the codes were made from
+/// otp totp|hotp|none
+/// otp.digits 6
+/// otp.period 30
+/// otp.counter 0               # HOTP: next counter expected (as last known)
+/// otp.last_step 59666666|none # TOTP: last step accepted (as last known)
+/// codes 59666665 2882 <hex>   # first counter, count, the hashes
+/// failures 0
+/// locked_until 0
+/// recovery <hex>              # one per unused recovery code: the database's keyed hash
+/// offline.events 0|1          # 1: something below happened offline and is not yet reconciled
+/// offline.failures 0          # failures counted offline (since the last offline success)
+/// offline.success 0           # time of the last offline success, 0 if none
+/// offline.recovery_used <hex> # one per recovery code used offline
+/// end
+/// ```
+public struct OfflineEntry: Sendable, Equatable {
+    public var user: UserName
+    public var written: Int64 = 0
+    public var source = ""
+    public var kind: OTPEnrollment.Kind? = nil
+    public var digits = 6
+    public var period = 30
+    public var counter: UInt64 = 0
+    public var lastStep: UInt64? = nil
+    public var codes: OfflineCodes? = nil
+    public var failures = 0
+    public var lockedUntil: Int64 = 0
+    public var recoveryCodeHashes: [String] = []
+    public var offlineEvents = false
+    public var offlineFailures = 0
+    public var offlineSuccess: Int64 = 0
+    public var offlineRecoveryUsed: [String] = []
+
+    public static let formatHeader = "watchword-cache 1"
+    public static let maxFileSize = 512 * 1024
+
+    public init(user: UserName) { self.user = user }
+
+    /// The record the login flow sees offline: no secret, no phone (SMS needs the database).
+    public func record(key: SymmetricKey) -> UserRecord {
+        var record = UserRecord(user: user, created: 0)
+        if let kind, let codes {
+            var otp = OTPEnrollment(
+                kind: kind, secret: [], digits: digits, period: period, counter: counter, lastStep: lastStep, issuer: "")
+            otp.offlineCodes = OfflineCodes(first: codes.first, hashes: codes.hashes, key: key.withUnsafeBytes { Array($0) })
+            record.otp = otp
+        }
+        record.failures = failures
+        record.lockedUntil = lockedUntil
+        record.recoveryCodeHashes = recoveryCodeHashes
+        return record
+    }
+
+    /// Records what an offline login changed (`before` → `after`, both from `record`).
+    public mutating func apply(_ before: UserRecord, _ after: UserRecord, now: Int64) {
+        if let otp = after.otp {
+            if let step = otp.lastStep, step > (lastStep ?? 0) || lastStep == nil { lastStep = step }
+            if otp.counter > counter { counter = otp.counter }
+        }
+        if after.failures > before.failures {
+            offlineFailures += after.failures - before.failures
+        } else if after.failures == 0 && after.lastSuccess != before.lastSuccess {
+            offlineFailures = 0
+            offlineSuccess = now
+        }
+        failures = after.failures
+        lockedUntil = after.lockedUntil
+        for hash in before.recoveryCodeHashes where !after.recoveryCodeHashes.contains(hash) {
+            offlineRecoveryUsed.append(hash)
+        }
+        recoveryCodeHashes = after.recoveryCodeHashes
+        offlineEvents = true
+    }
+
+    /// Brings a database record up to date with what happened here offline.
+    public func reconcile(into record: inout UserRecord) {
+        if var otp = record.otp {
+            if let step = lastStep, step > (otp.lastStep ?? 0) || otp.lastStep == nil { otp.lastStep = step }
+            if counter > otp.counter { otp.counter = counter }
+            record.otp = otp
+        }
+        if offlineSuccess > 0 {
+            record.failures = offlineFailures
+            record.lastSuccess = max(record.lastSuccess, offlineSuccess)
+        } else {
+            record.failures = min(record.failures + offlineFailures, 1_000_000_000)
+        }
+        record.lockedUntil = max(record.lockedUntil, lockedUntil)
+        record.recoveryCodeHashes.removeAll { offlineRecoveryUsed.contains($0) }
+    }
+
+    public func serialized() -> [UInt8] {
+        var lines = [Self.formatHeader, "user \(user.value)", "written \(written)", "source \(source)"]
+        lines.append("otp \(kind?.rawValue ?? "none")")
+        lines.append("otp.digits \(digits)")
+        lines.append("otp.period \(period)")
+        lines.append("otp.counter \(counter)")
+        lines.append("otp.last_step \(lastStep.map { String($0) } ?? "none")")
+        if let codes { lines.append("codes \(codes.first) \(codes.count) \(Hex.encode(codes.hashes))") }
+        lines.append("failures \(failures)")
+        lines.append("locked_until \(lockedUntil)")
+        for hash in recoveryCodeHashes { lines.append("recovery \(hash)") }
+        lines.append("offline.events \(offlineEvents ? 1 : 0)")
+        lines.append("offline.failures \(offlineFailures)")
+        lines.append("offline.success \(offlineSuccess)")
+        for hash in offlineRecoveryUsed { lines.append("offline.recovery_used \(hash)") }
+        lines.append("end")
+        return Array((lines.joined(separator: "\n") + "\n").utf8)
+    }
+
+    public static func parse(_ bytes: [UInt8], expectedUser: UserName) throws(StateFormatError) -> OfflineEntry {
+        guard bytes.count <= maxFileSize else { throw StateFormatError(line: 0, message: "file is too large") }
+        guard let text = String(validating: bytes, as: UTF8.self), text.hasSuffix("\nend\n") else {
+            throw StateFormatError(line: 0, message: "not UTF-8 or truncated (no 'end' line)")
+        }
+        var lines = text.dropLast().split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.first == Substring(formatHeader) else {
+            throw StateFormatError(line: 1, message: "not a watchword cache file")
+        }
+        lines.removeFirst()
+        lines.removeLast()  // "end"
+        var entry = OfflineEntry(user: expectedUser)
+        var seen: Set<String> = []
+        for (offset, line) in lines.enumerated() {
+            let number = offset + 2
+            func bad(_ why: String) -> StateFormatError { StateFormatError(line: number, message: why) }
+            guard let space = line.firstIndex(of: " ") else { throw bad("no value") }
+            let key = String(line[..<space])
+            let value = String(line[line.index(after: space)...])
+            if key != "recovery" && key != "offline.recovery_used" {
+                guard !seen.contains(key) else { throw bad("'\(key)' twice") }
+                seen.insert(key)
+            }
+            func int(_ range: ClosedRange<Int64>) throws(StateFormatError) -> Int64 {
+                guard let n = Int64(value), value == String(n), range.contains(n) else { throw bad("\(key) is not a number") }
+                return n
+            }
+            func hash() throws(StateFormatError) -> String {
+                guard value.utf8.count == 64, Hex.decode(value) != nil, value == value.lowercased() else {
+                    throw bad("\(key) is not 64 lowercase hex digits")
+                }
+                return value
+            }
+            switch key {
+            case "user":
+                guard value == expectedUser.value else { throw bad("file names user '\(value)'") }
+            case "written": entry.written = try int(0...Int64.max)
+            case "source": entry.source = value
+            case "otp":
+                if value != "none" {
+                    guard let kind = OTPEnrollment.Kind(rawValue: value) else { throw bad("unknown otp kind") }
+                    entry.kind = kind
+                }
+            case "otp.digits": entry.digits = Int(try int(6...8))
+            case "otp.period": entry.period = Int(try int(1...3600))
+            case "otp.counter":
+                guard let n = UInt64(value), value == String(n) else { throw bad("otp.counter is not a number") }
+                entry.counter = n
+            case "otp.last_step":
+                if value != "none" {
+                    guard let n = UInt64(value), value == String(n) else { throw bad("otp.last_step is not a number") }
+                    entry.lastStep = n
+                }
+            case "codes":
+                let parts = value.split(separator: " ")
+                guard parts.count == 3, let first = UInt64(parts[0]), let count = Int(parts[1]), count >= 0,
+                    count <= 100_000, let hashes = Hex.decode(String(parts[2])),
+                    hashes.count == count * OfflineCodes.hashBytes
+                else { throw bad("codes: not 'FIRST COUNT HEX'") }
+                entry.codes = OfflineCodes(first: first, hashes: hashes, key: [])
+            case "failures": entry.failures = Int(try int(0...1_000_000_000))
+            case "locked_until": entry.lockedUntil = try int(0...Int64.max)
+            case "recovery": entry.recoveryCodeHashes.append(try hash())
+            case "offline.events": entry.offlineEvents = try int(0...1) == 1
+            case "offline.failures": entry.offlineFailures = Int(try int(0...1_000_000_000))
+            case "offline.success": entry.offlineSuccess = try int(0...Int64.max)
+            case "offline.recovery_used": entry.offlineRecoveryUsed.append(try hash())
+            default: throw bad("unknown key '\(key)'")
+            }
+        }
+        for required in ["written", "otp", "failures", "locked_until", "offline.events"] where !seen.contains(required) {
+            throw StateFormatError(line: 0, message: "'\(required)' missing")
+        }
+        if entry.kind != nil && entry.codes == nil { throw StateFormatError(line: 0, message: "'codes' missing") }
+        return entry
+    }
+}
+
+/// A host's offline cache for fleet mode (`offline = "cached"`), in its local state directory:
+/// `DIR/cache.key` (this host's key for the code hashes), `DIR/cache/NAME` (one
+/// `OfflineEntry` per user), `DIR/pending/NAME` (an empty marker: NAME has offline events
+/// not yet reconciled with the database), locks in `DIR/locks/`.
+public final class OfflineCache: @unchecked Sendable {
+    public static let keyFile = "cache.key"
+    /// How far ahead TOTP codes are cached, and when a refresh recomputes them.
+    public static let horizonSeconds: Int64 = 24 * 3600
+    public static let refreshBelowSeconds: Int64 = 12 * 3600
+    /// HOTP counters cached beyond the look-ahead window.
+    public static let hotpExtra = 100
+
+    public let root: SecureDirectory
+    private var key: SymmetricKey?
+
+    public init(root: SecureDirectory) { self.root = root }
+
+    private func directory(_ name: String, create: Bool) throws(StoreError) -> SecureDirectory? {
+        do {
+            return try root.subdirectory(name, create: create)
+        } catch .system(let e) where e.errno == ENOENT && !create {
+            return nil
+        } catch {
+            throw .untrusted(error)
+        }
+    }
+
+    /// This host's hashing key; made on first use when `create` is set.
+    public func cacheKey(create: Bool) throws(StoreError) -> SymmetricKey? {
+        if let key { return key }
+        do {
+            if let bytes = try root.read(Self.keyFile, limit: 1024) {
+                guard bytes.count == 32 else {
+                    throw StoreError.corrupt(
+                        path: root.join(Self.keyFile), StateFormatError(line: 0, message: "key is not 32 bytes"))
+                }
+                key = SymmetricKey(bytes: bytes)
+                return key
+            }
+            guard create else { return nil }
+            let locks = try root.subdirectory("locks", create: true)
+            let lock = try locks.lock(".cache-key")
+            defer { lock.release() }
+            if let bytes = try root.read(Self.keyFile, limit: 1024), bytes.count == 32 {
+                key = SymmetricKey(bytes: bytes)
+                return key
+            }
+            guard let fresh = try? SecureRandom.bytes(count: 32) else {
+                throw StoreError.unsupported("the kernel's random number generator failed")
+            }
+            try root.writeAtomically(Self.keyFile, fresh)
+            key = SymmetricKey(bytes: fresh)
+            return key
+        } catch let error as StoreError {
+            throw error
+        } catch let error as FileTrustError {
+            throw .untrusted(error)
+        } catch {
+            throw .unsupported("\(error)")
+        }
+    }
+
+    public func entry(_ user: UserName) throws(StoreError) -> OfflineEntry? {
+        guard let dir = try directory("cache", create: false) else { return nil }
+        let bytes: [UInt8]?
+        do {
+            bytes = try dir.read(user.value, limit: OfflineEntry.maxFileSize)
+        } catch {
+            throw .untrusted(error)
+        }
+        guard let bytes else { return nil }
+        do {
+            return try OfflineEntry.parse(bytes, expectedUser: user)
+        } catch {
+            throw .corrupt(path: dir.join(user.value), error)
+        }
+    }
+
+    /// Runs `body` on the user's entry under the user's lock and writes what it leaves.
+    /// `durable`: fsync (offline events must survive a crash; refreshes can be redone).
+    public func update<R>(
+        _ user: UserName, durable: Bool, _ body: (inout OfflineEntry?) throws -> R
+    ) throws -> R {
+        guard let cache = try directory("cache", create: true), let locks = try directory("locks", create: true) else {
+            throw StoreError.unsupported("cannot make the cache directory")
+        }
+        let lock: FileLock
+        do {
+            lock = try locks.lock(user.value)
+        } catch {
+            throw StoreError.untrusted(error)
+        }
+        defer { lock.release() }
+        let before = try entry(user)
+        var entry = before
+        let result = try body(&entry)
+        if entry != before {
+            do {
+                if let entry {
+                    try cache.writeAtomically(user.value, entry.serialized(), durable: durable)
+                } else {
+                    try cache.remove(user.value)
+                }
+                let pending = try root.subdirectory("pending", create: true)
+                if entry?.offlineEvents == true {
+                    if !pending.exists(user.value) { try pending.writeAtomically(user.value, [], durable: durable) }
+                } else if pending.exists(user.value) {
+                    try pending.remove(user.value)
+                }
+            } catch {
+                throw StoreError.untrusted(error)
+            }
+        }
+        return result
+    }
+
+    /// Every user with a cache entry.
+    public func cachedUsers() throws(StoreError) -> [UserName] {
+        guard let dir = try directory("cache", create: false) else { return [] }
+        do {
+            return try dir.entries().compactMap { try? UserName($0) }
+        } catch {
+            throw .untrusted(error)
+        }
+    }
+
+    /// Users with offline events not yet reconciled (an empty directory in normal times).
+    public func pendingUsers() throws(StoreError) -> [UserName] {
+        guard let pending = try directory("pending", create: false) else { return [] }
+        do {
+            return try pending.entries().compactMap { try? UserName($0) }
+        } catch {
+            throw .untrusted(error)
+        }
+    }
+
+    /// Brings the user's entry up to date from the database's record (with the secret).
+    /// The code hashes are recomputed only when the enrollment changed or the cached run
+    /// ends within `refreshBelowSeconds`; otherwise only the small fields change. Offline
+    /// events not yet reconciled are kept.
+    public func refresh(_ user: UserName, from record: UserRecord?, policy: Policy, now: Int64) throws {
+        guard let record else {
+            // Removed from the database: nothing to verify offline any more.
+            try update(user, durable: false) { (entry: inout OfflineEntry?) in entry = nil }
+            return
+        }
+        let key = try cacheKey(create: true)!
+        try update(user, durable: false) { (entry: inout OfflineEntry?) throws in
+            var fresh = entry ?? OfflineEntry(user: user)
+            // Offline events not yet reconciled still count: keep the larger of both.
+            let keep = fresh.offlineEvents
+            fresh.failures = keep ? max(record.failures, fresh.failures) : record.failures
+            fresh.lockedUntil = keep ? max(record.lockedUntil, fresh.lockedUntil) : record.lockedUntil
+            fresh.recoveryCodeHashes = record.recoveryCodeHashes.filter { !fresh.offlineRecoveryUsed.contains($0) }
+            if let otp = record.otp {
+                let source = Self.fingerprint(otp, key: key)
+                if fresh.source != source {
+                    fresh.counter = 0
+                    fresh.lastStep = nil
+                }
+                fresh.kind = otp.kind
+                fresh.digits = otp.digits
+                fresh.period = otp.period
+                fresh.counter = keep ? max(otp.counter, fresh.counter) : otp.counter
+                if keep, let mine = fresh.lastStep {
+                    fresh.lastStep = max(mine, otp.lastStep ?? 0)
+                } else {
+                    fresh.lastStep = otp.lastStep
+                }
+                let (first, count) = Self.run(otp, policy: policy, now: now)
+                var stale = fresh.source != source || fresh.codes == nil
+                if let codes = fresh.codes, !stale {
+                    let margin =
+                        otp.kind == .totp
+                        ? UInt64(Self.refreshBelowSeconds) / UInt64(otp.period) : UInt64(policy.hotpLookahead + Self.hotpExtra / 2)
+                    stale = codes.first > first || codes.end < first + margin
+                }
+                if stale {
+                    var codes = try OfflineCodes.make(otp: otp, user: user, first: first, count: count, key: key)
+                    codes.key = []
+                    fresh.codes = codes
+                    fresh.source = source
+                }
+            } else {
+                fresh.kind = nil
+                fresh.codes = nil
+                fresh.source = ""
+            }
+            if fresh != entry || fresh.written < now - 3600 {
+                fresh.written = now
+            }
+            entry = fresh
+        }
+    }
+
+    public static let recoveryKeyFile = "fleet-recovery.key"
+
+    /// The fleet's recovery-code key as this host last saw it (offline recovery codes).
+    public func fleetRecoveryKey() throws(StoreError) -> SymmetricKey? {
+        do {
+            guard let bytes = try root.read(Self.recoveryKeyFile, limit: 1024) else { return nil }
+            guard bytes.count == 32 else {
+                throw StoreError.corrupt(
+                    path: root.join(Self.recoveryKeyFile), StateFormatError(line: 0, message: "key is not 32 bytes"))
+            }
+            return SymmetricKey(bytes: bytes)
+        } catch let error as StoreError {
+            throw error
+        } catch let error as FileTrustError {
+            throw .untrusted(error)
+        } catch {
+            throw .unsupported("\(error)")
+        }
+    }
+
+    public func saveFleetRecoveryKey(_ key: SymmetricKey) throws {
+        let bytes = key.withUnsafeBytes { Array($0) }
+        if let current = try fleetRecoveryKey(), current.withUnsafeBytes({ Array($0) }) == bytes { return }
+        try root.writeAtomically(Self.recoveryKeyFile, bytes)
+    }
+
+    /// The counters to cache: TOTP from the current step back by the window to the horizon;
+    /// HOTP from the expected counter through the look-ahead and `hotpExtra` more.
+    static func run(_ otp: OTPEnrollment, policy: Policy, now: Int64) -> (UInt64, Int) {
+        switch otp.kind {
+        case .totp:
+            let step = UInt64(max(now, 0)) / UInt64(otp.period)
+            let first = step >= UInt64(policy.window) ? step - UInt64(policy.window) : 0
+            let count = Int(Self.horizonSeconds / Int64(otp.period)) + 2 * policy.window + 1
+            return (first, count)
+        case .hotp:
+            return (otp.counter, policy.hotpLookahead + 1 + Self.hotpExtra)
+        }
+    }
+
+    /// A keyed fingerprint of what the codes are made from (never the secret itself).
+    static func fingerprint(_ otp: OTPEnrollment, key: SymmetricKey) -> String {
+        let message = Array("\(otp.kind.rawValue) \(otp.algorithm.rawValue) \(otp.digits) \(otp.period) ".utf8) + otp.secret
+        return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(16)))
+    }
+}
+
+/// The store a login uses while the database is unreachable (`offline = "cached"`): records
+/// come from this host's cache, changes are recorded there as offline events. No SMS.
+public final class CachedStore: StateStore, @unchecked Sendable {
+    public let cache: OfflineCache
+    private let recovery: SymmetricKey?
+    private let now: () -> Int64
+
+    /// `recoveryKey`: the fleet's recovery-code key as this host last saw it (cached next to
+    /// the codes), or nil when recovery codes cannot be checked offline.
+    public init(cache: OfflineCache, recoveryKey: SymmetricKey?, now: @escaping () -> Int64 = unixTimeNow) {
+        self.cache = cache
+        self.recovery = recoveryKey
+        self.now = now
+    }
+
+    private func record(_ entry: OfflineEntry?) throws(StoreError) -> UserRecord? {
+        guard let entry else { return nil }
+        guard let key = try cache.cacheKey(create: false) else {
+            throw .unsupported("the offline cache has no \(OfflineCache.keyFile)")
+        }
+        // A cache whose codes all lie in the past is no way in.
+        return entry.record(key: key)
+    }
+
+    public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
+        try record(try cache.entry(user))
+    }
+
+    public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
+        let time = now()
+        return try cache.update(user, durable: true) { (entry: inout OfflineEntry?) throws -> R in
+            let before = try record(entry)
+            var after = before
+            let result = try body(&after)
+            if let before, let after, after != before {
+                entry?.apply(before, after, now: time)
+            } else if before != nil && after == nil {
+                throw StoreError.unsupported("users cannot be removed while the database is unreachable")
+            }
+            return result
+        }
+    }
+
+    public func users() throws(StoreError) -> [UserName] { [] }
+
+    public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? { recovery }
+
+    public func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        throw StoreError.unsupported("SMS is not available while the database is unreachable")
+    }
+
+    public func appendAudit(_ entry: AuditEntry) throws {
+        try AuditLog.append(entry, in: cache.root)
+    }
+
+    public func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {
+        try AuditLog.read(in: cache.root)
+    }
+}

@@ -1,0 +1,375 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import WatchwordCore
+import WatchwordCrypto
+
+/// How to reach the database: from `[store.postgres]` and the module's `timeout=`.
+public struct DatabaseSettings: Sendable {
+    /// libpq's connection string (`host=... dbname=... user=... sslmode=verify-full ...`).
+    public var conninfo: String
+    /// Root-only file holding the password; empty: none (certificate or peer authentication).
+    public var passwordFile: String
+    /// The longest the caller may wait for one step (connect, one statement): the module's
+    /// `timeout=` for the helper.
+    public var timeoutSeconds: Int
+    public var applicationName: String
+
+    public init(conninfo: String, passwordFile: String, timeoutSeconds: Int = 30, applicationName: String = "watchword") {
+        self.conninfo = conninfo
+        self.passwordFile = passwordFile
+        self.timeoutSeconds = timeoutSeconds
+        self.applicationName = applicationName
+    }
+
+    public init(_ store: StoreSettings, timeoutSeconds: Int = 30, applicationName: String = "watchword") {
+        self.init(
+            conninfo: store.postgresConninfo, passwordFile: store.postgresPasswordFile, timeoutSeconds: timeoutSeconds,
+            applicationName: applicationName)
+    }
+
+    /// libpq waits at least 2 s per connection attempt; a third of the budget leaves room
+    /// for the statements after it.
+    public var connectTimeout: Int { min(max(timeoutSeconds / 3, 2), 10) }
+    /// Each statement, and each wait for a row lock, is cut off after this.
+    public var statementTimeoutMilliseconds: Int { max(timeoutSeconds * 1000 / 3, 1000) }
+
+    /// The keyword/value pairs for libpq. The conninfo comes first (expanded by libpq), the
+    /// bounds after it so that they win.
+    func parameters() throws(StoreError) -> [(String, String)] {
+        let lowered = conninfo.lowercased()
+        if lowered.contains("password") {
+            throw .unsupported(
+                "store.postgres.conninfo must not hold a password: put it in store.postgres.password_file (root, 0600)")
+        }
+        var pairs: [(String, String)] = [("application_name", applicationName), ("dbname", conninfo)]
+        pairs.append(("connect_timeout", String(connectTimeout)))
+        let ms = statementTimeoutMilliseconds
+        // A helper killed mid-transaction closes its socket and the server rolls back; a host
+        // that vanishes from the network is cut off by the idle-in-transaction timeout.
+        pairs.append((
+            "options",
+            "-c statement_timeout=\(ms) -c lock_timeout=\(ms) -c idle_in_transaction_session_timeout=\(max(ms * 2, 5000))"
+        ))
+        pairs.append(("keepalives", "1"))
+        if !passwordFile.isEmpty {
+            pairs.append(("password", try readPassword()))
+        }
+        return pairs
+    }
+
+    /// The password: the first line of a root-owned 0600 file (the same rules as the config).
+    func readPassword() throws(StoreError) -> String {
+        guard passwordFile.hasPrefix("/") else {
+            throw .unsupported("store.postgres.password_file must be an absolute path")
+        }
+        let bytes: [UInt8]?
+        do {
+            bytes = try readTrustedFile(passwordFile, limit: 4096)
+        } catch {
+            throw .unsupported("store.postgres.password_file: \(error)")
+        }
+        guard var bytes else { throw .unsupported("store.postgres.password_file \(passwordFile) does not exist") }
+        defer { secureZero(&bytes) }
+        let line = bytes.prefix { $0 != 0x0A && $0 != 0x0D }
+        guard !line.isEmpty, !line.contains(0), let text = String(validating: line, as: UTF8.self) else {
+            throw .unsupported("store.postgres.password_file \(passwordFile) holds no password on its first line")
+        }
+        return text
+    }
+}
+
+/// The shared store: every host's logins and CLI on one PostgreSQL database.
+///
+/// A user's record is one row holding the same text as the file store's `users/NAME`
+/// (parsed and checked the same way). `update` is one transaction: `SELECT ... FOR UPDATE`
+/// locks the row, the body runs, the new text is written, `COMMIT`. Logins on different
+/// hosts therefore serialise on the row exactly as logins on one host serialise on the lock
+/// file: one success per code, exact failure counts, one lockout.
+///
+/// The connection is made on first use and kept for the life of the object (one login, or
+/// one CLI command).
+public final class PostgresStore: StateStore, @unchecked Sendable {
+    public static var schemaVersion: Int { Schema.latest }
+    public let settings: DatabaseSettings
+    private var db: DatabaseConnection?
+    private var inTransaction = false
+    private var cachedKey: SymmetricKey?
+    /// Called with the connection after it is made and its schema checked (reconciliation).
+    public var onConnect: ((PostgresStore) -> Void)?
+
+    public init(settings: DatabaseSettings) {
+        self.settings = settings
+    }
+
+    /// Connects without checking the schema (for `store init`/`migrate` and `doctor`).
+    public func rawConnection() throws(StoreError) -> DatabaseConnection {
+        if let db { return db }
+        let pairs = try settings.parameters()
+        do {
+            let connection = try DatabaseConnection(parameters: pairs)
+            db = connection
+            return connection
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    /// The connection, checked to hold the schema this build knows.
+    func connection() throws(StoreError) -> DatabaseConnection {
+        if let db { return db }
+        let connection = try rawConnection()
+        let version: Int?
+        do {
+            version = try Self.currentVersion(connection)
+        } catch {
+            db = nil
+            throw Self.storeError(error)
+        }
+        guard let version else {
+            db = nil
+            throw .unsupported("the database has no watchword schema: run 'watchword store init'")
+        }
+        guard version == Self.schemaVersion else {
+            db = nil
+            if version < Self.schemaVersion {
+                throw .unsupported(
+                    "the database schema is version \(version), this build needs \(Self.schemaVersion): run 'watchword store migrate'")
+            }
+            throw .unsupported(
+                "the database schema is version \(version), newer than this build knows (\(Self.schemaVersion)): upgrade watchword")
+        }
+        onConnect?(self)
+        return connection
+    }
+
+    /// Connects now (and checks the schema) instead of on first use.
+    public func connect() throws(StoreError) {
+        _ = try connection()
+    }
+
+    public func close() {
+        db?.close()
+        db = nil
+    }
+
+    static func storeError(_ error: DatabaseError) -> StoreError {
+        switch error.kind {
+        case .unreachable: .unreachable(error.message)
+        case .server, .protocolError: .unsupported(error.message)
+        }
+    }
+
+    private func run(_ sql: String, _ parameters: [String?] = []) throws(StoreError) -> [Row] {
+        let connection = try connection()
+        do {
+            return try connection.execute(sql, parameters)
+        } catch {
+            if error.kind == .unreachable { close() }
+            throw Self.storeError(error)
+        }
+    }
+
+    // MARK: Users
+
+    private func parse(_ text: String?, _ user: UserName) throws(StoreError) -> UserRecord? {
+        guard let text else { return nil }
+        do {
+            return try UserRecord.parse(Array(text.utf8), expectedUser: user)
+        } catch {
+            throw .corrupt(path: "database row users/\(user.value)", error)
+        }
+    }
+
+    private static func text(_ record: UserRecord) -> String {
+        String(decoding: record.serialized(), as: UTF8.self)
+    }
+
+    public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
+        let rows = try run("SELECT record FROM users WHERE name = $1", [user.value])
+        return try parse(rows.first?.first ?? nil, user)
+    }
+
+    public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
+        guard !inTransaction else { throw StoreError.unsupported("nested update of \(user) in one transaction") }
+        // A new row may meet another host inserting the same user: then start again on
+        // the row that host made.
+        for _ in 0..<3 {
+            try run("BEGIN")
+            inTransaction = true
+            var committed = false
+            defer {
+                if !committed {
+                    _ = try? db?.execute("ROLLBACK")
+                }
+                inTransaction = false
+            }
+            let rows = try run("SELECT record FROM users WHERE name = $1 FOR UPDATE", [user.value])
+            let before = try parse(rows.first?.first ?? nil, user)
+            var record = before
+            let result = try body(&record)
+            if record != before {
+                if let record {
+                    if before == nil {
+                        let inserted = try run(
+                            "INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING 1",
+                            [user.value, Self.text(record)])
+                        if inserted.isEmpty { continue }
+                    } else {
+                        try run(
+                            "UPDATE users SET record = $2, updated_at = now() WHERE name = $1",
+                            [user.value, Self.text(record)])
+                    }
+                } else {
+                    try run("DELETE FROM users WHERE name = $1", [user.value])
+                }
+            }
+            try run("COMMIT")
+            committed = true
+            return result
+        }
+        throw StoreError.unsupported("\(user) was enrolled by another host at the same moment; try again")
+    }
+
+    public func users() throws(StoreError) -> [UserName] {
+        try run("SELECT name FROM users").compactMap { row in row.first.flatMap { $0 }.flatMap { try? UserName($0) } }
+            .sorted()
+    }
+
+    /// Every record in one query (the CLI's `list`, the cache refresh).
+    public func allRecords() throws(StoreError) -> [UserRecord] {
+        var records: [UserRecord] = []
+        for row in try run("SELECT name, record FROM users ORDER BY name") {
+            guard let nameText = row[0], let name = try? UserName(nameText) else { continue }
+            if let record = try parse(row[1], name) { records.append(record) }
+        }
+        return records
+    }
+
+    // MARK: Shared state
+
+    public func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        let own = !inTransaction
+        if own { try run("BEGIN") }
+        var committed = false
+        defer { if own && !committed { _ = try? db?.execute("ROLLBACK") } }
+        let rows = try run("SELECT state FROM sms_global WHERE singleton FOR UPDATE")
+        guard let row = rows.first else { throw StoreError.unsupported("the database has no sms_global row") }
+        let before: SMSGlobalState
+        if let text = row[0], !text.isEmpty {
+            do {
+                before = try SMSGlobalState.parse(Array(text.utf8))
+            } catch {
+                throw StoreError.corrupt(path: "database row sms_global", error)
+            }
+        } else {
+            before = SMSGlobalState()
+        }
+        var state = before
+        let result = try body(&state)
+        if state != before {
+            try run(
+                "UPDATE sms_global SET state = $1 WHERE singleton", [String(decoding: state.serialized(), as: UTF8.self)])
+        }
+        if own { try run("COMMIT") }
+        committed = true
+        return result
+    }
+
+    public static let recoveryKeySetting = "recovery_key"
+
+    public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {
+        if let cachedKey { return cachedKey }
+        if let key = try readKey() {
+            cachedKey = key
+            return key
+        }
+        guard create else { return nil }
+        guard var fresh = try? SecureRandom.bytes(count: 32) else {
+            throw .unsupported("the kernel's random number generator failed")
+        }
+        defer { secureZero(&fresh) }
+        try run(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            [Self.recoveryKeySetting, Hex.encode(fresh)])
+        cachedKey = try readKey()
+        return cachedKey
+    }
+
+    private func readKey() throws(StoreError) -> SymmetricKey? {
+        let rows = try run("SELECT value FROM settings WHERE name = $1", [Self.recoveryKeySetting])
+        guard let text = rows.first?.first ?? nil else { return nil }
+        guard let bytes = Hex.decode(text), bytes.count == 32 else {
+            throw .corrupt(
+                path: "database row settings/\(Self.recoveryKeySetting)",
+                StateFormatError(line: 0, message: "not a 32-byte key in hex"))
+        }
+        return SymmetricKey(bytes: bytes)
+    }
+
+    /// Stores `key` as the fleet's recovery key when there is none; returns the key the
+    /// database holds afterwards (`store import-files`).
+    public func adoptRecoveryKey(_ key: SymmetricKey) throws(StoreError) -> SymmetricKey? {
+        let hex = key.withUnsafeBytes { Hex.encode(Array($0)) }
+        try run(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            [Self.recoveryKeySetting, hex])
+        cachedKey = nil
+        return try recoveryKey(create: false)
+    }
+
+    // MARK: Audit
+
+    public func appendAudit(_ entry: AuditEntry) throws {
+        try run(
+            "INSERT INTO audit (time, username, line) VALUES ($1, $2, $3)",
+            [String(entry.time), entry.user, entry.jsonLine])
+    }
+
+    public func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {
+        var entries: [AuditEntry] = []
+        var corrupt = 0
+        for row in try run("SELECT line FROM audit ORDER BY id") {
+            if let line = row[0], let entry = AuditEntry(jsonLine: line[...]) {
+                entries.append(entry)
+            } else {
+                corrupt += 1
+            }
+        }
+        return (entries, corrupt)
+    }
+
+    // MARK: Whole-store operations
+
+    /// Runs `body` in one transaction (`store import-files`: all or nothing).
+    public func transaction<R>(_ body: () throws -> R) throws -> R {
+        guard !inTransaction else { throw StoreError.unsupported("nested transaction") }
+        try run("BEGIN")
+        inTransaction = true
+        var committed = false
+        defer {
+            if !committed { _ = try? db?.execute("ROLLBACK") }
+            inTransaction = false
+        }
+        let result = try body()
+        try run("COMMIT")
+        committed = true
+        return result
+    }
+
+    /// Writes a record as it is, replacing any row (inside `transaction`).
+    public func put(_ record: UserRecord) throws(StoreError) {
+        try run(
+            "INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record, updated_at = now()",
+            [record.user.value, Self.text(record)])
+    }
+
+    /// The database's clock, as Unix seconds with a fraction.
+    public func databaseTime() throws(StoreError) -> Double {
+        let rows = try run("SELECT extract(epoch FROM clock_timestamp())::float8")
+        guard let text = rows.first?.first ?? nil, let value = Double(text) else {
+            throw .unsupported("the database did not say what time it is")
+        }
+        return value
+    }
+}
