@@ -156,6 +156,10 @@ struct DoctorCommand: ParsableCommand {
     func run() throws {
         let installation = try root.installation(global)
         var doctor = Doctor(installation: installation)
+        if installation.root.isHost {
+            let stateDirectory = global.stateDirectory
+            doctor.checkDatabase = { config in checkFleetDatabase(config, stateDirectory: stateDirectory) }
+        }
         let findings = doctor.run()
         let counts = Dictionary(grouping: findings, by: \.status).mapValues(\.count)
         let fails = counts[.fail] ?? 0

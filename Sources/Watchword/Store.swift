@@ -2,6 +2,7 @@ import ArgumentParser
 import WatchwordCore
 import WatchwordCrypto
 import WatchwordPostgres
+import WatchwordSetup
 
 #if canImport(Glibc)
 import Glibc
@@ -204,5 +205,100 @@ struct StoreRefreshCache: ParsableCommand {
             try cache.refresh(name, from: nil, policy: config.policy, now: now)
         }
         print("Offline cache refreshed for \(records.count) user\(records.count == 1 ? "" : "s").")
+    }
+}
+
+/// `doctor`'s checks of the shared database.
+func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: [Finding], records: [UserRecord]?) {
+    var findings: [Finding] = []
+    let store = PostgresStore(settings: DatabaseSettings(config.store))
+    let db: DatabaseConnection
+    do {
+        db = try store.rawConnection()
+    } catch {
+        findings.append(Finding(.fail, "store.connect", "\(error): logins are denied"
+            + (config.store.postgresOffline == .cached ? " (or checked against each host's offline cache)" : "")))
+        return (findings, nil)
+    }
+    findings.append(Finding(.ok, "store.connect", "connected to PostgreSQL \(db.serverVersion / 10000).\(db.serverVersion % 10000)"))
+
+    let conninfo = config.store.postgresConninfo
+    let sslmode = conninfoValue(conninfo, "sslmode") ?? "prefer"
+    let host = conninfoValue(conninfo, "host") ?? ""
+    if db.usesTLS {
+        let what = [db.tlsAttribute("protocol"), db.tlsAttribute("cipher")].compactMap { $0 }.joined(separator: ", ")
+        if sslmode == "verify-full" {
+            findings.append(Finding(.ok, "store.tls", "TLS (\(what)), server certificate and name verified (sslmode=verify-full)"))
+        } else {
+            findings.append(Finding(.warn, "store.tls", "TLS (\(what)) but sslmode=\(sslmode): the server's certificate or name is not checked; use sslmode=verify-full"))
+        }
+    } else if host.hasPrefix("/") || host.isEmpty {
+        findings.append(Finding(.ok, "store.tls", "Unix socket: no TLS needed on this host"))
+    } else {
+        findings.append(Finding(.fail, "store.tls", "the connection to \(host) is not encrypted (sslmode=\(sslmode)): secrets cross the network in the clear; use sslmode=verify-full"))
+    }
+
+    var records: [UserRecord]? = nil
+    do {
+        try store.connect()
+        findings.append(Finding(.ok, "store.schema", "schema version \(PostgresStore.schemaVersion), as this build expects"))
+        records = try store.allRecords()
+    } catch {
+        findings.append(Finding(.fail, "store.schema", "\(error): logins are denied"))
+    }
+
+    do {
+        let before = Double(unixTimeNow())
+        let dbTime = try store.databaseTime()
+        let skew = dbTime - before
+        let shown = "\(Int(skew.rounded())) s"
+        if abs(skew) > 30 {
+            findings.append(Finding(.fail, "store.clock", "this host's clock is \(shown) off the database's: hosts disagree on the TOTP time step; fix NTP"))
+        } else if abs(skew) > 5 {
+            findings.append(Finding(.warn, "store.clock", "this host's clock is \(shown) off the database's"))
+        } else {
+            findings.append(Finding(.ok, "store.clock", "within \(max(Int(abs(skew).rounded()), 1)) s of the database's clock"))
+        }
+    } catch {
+        findings.append(Finding(.warn, "store.clock", "cannot read the database's clock: \(error)"))
+    }
+
+    if config.store.postgresOffline == .cached {
+        do {
+            let cache = OfflineCache(root: try SecureDirectory.open(stateDirectory))
+            let cached = try cache.cachedUsers().count
+            let pending = try cache.pendingUsers().count
+            let total = records?.count ?? 0
+            if pending > 0 {
+                findings.append(Finding(.warn, "store.cache", "\(pending) user(s) have offline events not yet sent to the database: run 'watchword store refresh-cache'"))
+            } else if cached < total {
+                findings.append(Finding(.warn, "store.cache", "\(cached) of \(total) users cached on this host: the others are denied while the database is down; run 'watchword store refresh-cache' from cron"))
+            } else {
+                findings.append(Finding(.ok, "store.cache", "offline cache holds all \(cached) users"))
+            }
+        } catch {
+            findings.append(Finding(.warn, "store.cache", "offline cache unusable: \(error): logins are denied while the database is down"))
+        }
+    }
+    return (findings, records)
+}
+
+/// A value in a libpq `key=value` connection string (no quoting beyond single quotes).
+func conninfoValue(_ conninfo: String, _ key: String) -> String? {
+    for part in conninfo.split(separator: " ") {
+        let pieces = part.split(separator: "=", maxSplits: 1)
+        if pieces.count == 2, pieces[0] == Substring(key) {
+            return String(pieces[1]).trimmingCharacters(in: "'")
+        }
+    }
+    return nil
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s = s.dropFirst() }
+        while s.last == set { s = s.dropLast() }
+        return String(s)
     }
 }

@@ -124,7 +124,8 @@ public final class DatabaseConnection {
     private let pq: LibPQ
     private var conn: OpaquePointer?
 
-    /// Connects with libpq's keyword/value pairs; the password is passed in memory only.
+    /// Connects with libpq's keyword/value pairs; the first `dbname` may be a whole
+    /// connection string (expanded by libpq). The password is passed in memory only.
     /// libpq's own defaults from the environment (PG*) and ~/.pgpass are not consulted.
     public init(parameters: [(String, String)]) throws(DatabaseError) {
         pq = try LibPQ.shared()
@@ -151,7 +152,7 @@ public final class DatabaseConnection {
             values.withUnsafeBufferPointer { v in
                 k.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: k.count) { kp in
                     v.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: v.count) { vp in
-                        pq.connectdbParams(kp, vp, 0)
+                        pq.connectdbParams(kp, vp, 1)
                     }
                 }
             }

@@ -30,6 +30,9 @@ public struct Doctor {
     public let installation: Installation
     var root: SystemRoot { installation.root }
     private var findings: [Finding] = []
+    /// Fleet mode: checks the shared database (connectivity, TLS, schema, clock skew) and
+    /// returns its findings and records. Set by the CLI, which links the PostgreSQL store.
+    public var checkDatabase: ((Config) -> (findings: [Finding], records: [UserRecord]?))?
 
     public init(installation: Installation) { self.installation = installation }
 
@@ -49,7 +52,17 @@ public struct Doctor {
         let stacks = Service.allCases.map { service in (service, loadStack(service)) }
         checkInstall(stacks: stacks)
         let config = checkConfig()
-        let records = checkState()
+        var records = checkState()
+        if let config, config.store.backend == .postgres {
+            if let checkDatabase {
+                let (found, fleet) = checkDatabase(config)
+                findings += found
+                records = fleet
+            } else {
+                add(.fail, "store.connect", "this program cannot check a PostgreSQL store")
+                records = nil
+            }
+        }
         var nullokEverywhere = true
         var anyEnforced = false
         var protected: [Service] = []
@@ -154,11 +167,7 @@ public struct Doctor {
         }
         do {
             let config = try Config.load(path: root.host(path))
-            if config.store.backend != .files {
-                add(.fail, "config", "\(root.display(path)): store.backend = \"\(config.store.backend.rawValue)\" is not supported by this build; logins are denied")
-            } else {
-                add(.ok, "config", "\(root.display(path)): root, 0600, valid")
-            }
+            add(.ok, "config", "\(root.display(path)): root, 0600, valid (store: \(config.store.backend.rawValue))")
             return config
         } catch {
             add(.fail, "config", "\(error): the module denies every login until it is fixed")
