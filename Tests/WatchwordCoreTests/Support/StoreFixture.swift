@@ -48,6 +48,7 @@ extension StoreError {
         case .untrusted(let e): "untrusted.\(e.kind)"
         case .corrupt: "corrupt"
         case .unsupported: "unsupported"
+        case .unreachable: "unreachable"
         }
     }
 }
