@@ -652,3 +652,100 @@ def test_the_password_never_reaches_logs_or_output(fleet, db):
     for host in (a, b):
         assert db.password.encode() not in host.state_bytes(), host.name
     assert db.password not in db.log.read_text(errors="replace")
+
+
+# --- more of the same, harder ------------------------------------------------------------------
+
+def test_a_password_with_conninfo_metacharacters_works(fleet, db):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    tricky = "p ss'w\\rd= host=192.0.2.1 sslmode=disable \"x\""
+    db.psql("ALTER ROLE watchword PASSWORD " + "'" + tricky.replace("'", "''") + "'", db="postgres")
+    old = db.password
+    db.password = tricky
+    try:
+        b = fleet("b")
+        assert b.pgpass.read_text() == tricky + "\n"
+        assert b.login("alice", fresh_code(alice["secret"])).rc == 0
+        assert [u["user"] for u in json.loads(b.cli("list", "--json").stdout)] == ["alice"]
+    finally:
+        db.password = old
+        db.psql(f"ALTER ROLE watchword PASSWORD '{old}'", db="postgres")
+
+
+def test_concurrent_wrong_codes_on_two_hosts_are_counted_exactly(fleet):
+    head = "[policy]\nmax_failures = 1000\n"
+    a, b = fleet("a", head=head), fleet("b", head=head)
+    a.enroll("alice")
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(lambda i: (a if i % 2 else b).login("alice", f"{i:06d}"), range(48)))
+    assert all(r.rc == 1 for r in results)
+    assert a.show("alice")["failures"] == 48
+
+
+def test_concurrent_enrolls_of_one_user_from_two_hosts_one_wins(fleet):
+    a, b = fleet("a"), fleet("b")
+
+    def enroll(host):
+        return host.cli("enroll", "bob", "--totp", "--json", check=False)
+
+    with ThreadPoolExecutor(8) as pool:
+        procs = list(pool.map(enroll, [a, b] * 4))
+    won = [p for p in procs if p.returncode == 0]
+    assert len(won) == 1, [(p.returncode, p.stderr) for p in procs]
+    secret = json.loads(won[0].stdout)["otpauth_uri"]
+    assert b.show("bob")["recovery_codes_left"] == 10
+    from ww import secret_of
+    assert a.login("bob", fresh_code(secret_of(secret))).rc == 0
+
+
+def _cache_file(host: Host, user: str) -> Path:
+    files = [p for p in (host.state / "cache").rglob("*") if p.is_file() and user in p.name]
+    assert len(files) == 1, files
+    return files[0]
+
+
+def _tamper_mode(h, path):
+    os.chmod(path, 0o644)
+
+
+def _tamper_owner(h, path):
+    os.chown(path, 65534, 65534)
+
+
+def _tamper_symlink(h, path):
+    real = path.with_name(path.name + ".real")
+    os.rename(path, real)
+    os.symlink(real, path)
+
+
+def _tamper_other_user(h, path):
+    os.replace(_cache_file(h, "mallory"), path)
+
+
+def _tamper_truncate(h, path):
+    path.write_bytes(path.read_bytes()[:200])
+
+
+CACHE_TAMPERING = {"mode 0644": _tamper_mode, "not root's": _tamper_owner, "a symlink": _tamper_symlink,
+                   "another user's": _tamper_other_user, "truncated": _tamper_truncate}
+
+
+@pytest.mark.parametrize("case", list(CACHE_TAMPERING))
+def test_a_tampered_offline_cache_denies(fleet, db, case):
+    a = fleet("a", offline="cached")
+    alice = a.enroll("alice")
+    mallory = a.enroll("mallory")
+    a.store("refresh-cache")
+    state = a.state_bytes()
+    for secret in (alice["secret"], mallory["secret"], *alice["recovery_codes"]):
+        assert secret.encode() not in state  # only keyed hashes are cached
+    for p in a.state.rglob("*"):
+        st = p.lstat()
+        assert st.st_uid == 0 and st.st_mode & 0o077 == 0, p
+    db.stop()
+    CACHE_TAMPERING[case](a, _cache_file(a, "alice"))
+    # mallory's code, typed for alice: must never pass, nor alice's own code from a bad cache.
+    for code in (fresh_code(mallory["secret"]), fresh_code(alice["secret"])):
+        res = a.conv("alice", [code])
+        assert res.pam_rc in (PAM_AUTHINFO_UNAVAIL, PAM_AUTH_ERR), (case, res.output)
