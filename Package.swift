@@ -26,9 +26,6 @@ let package = Package(
         // dlopen()s libcurl.so.4 when a text is sent, so TOTP logins never load it.
         .systemLibrary(
             name: "CCurl", path: "Sources/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        // libpq's headers (libpq-dev). Not linked either: WatchwordPostgres dlopen()s
-        // libpq.so.5 only when the store is PostgreSQL.
-        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", providers: [.apt(["libpq-dev"])]),
 
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
@@ -44,8 +41,9 @@ let package = Package(
 
         // The SMS providers: command, twilio, twilio-verify, nomado (HTTPS through libcurl).
         .target(name: "WatchwordSMS", dependencies: ["WatchwordCore", "CCurl"]),
-        // The shared store for fleets: PostgreSQL through libpq.
-        .target(name: "WatchwordPostgres", dependencies: ["WatchwordCore", "CLibPQ"]),
+        // The shared store for fleets: PostgreSQL, through its own protocol client (TLS by
+        // libssl, loaded only when used).
+        .target(name: "WatchwordPostgres", dependencies: ["WatchwordCore", "WatchwordCrypto"]),
         // Test doubles shipped as a target of their own: a fake SMS provider.
         .target(name: "WatchwordTestDoubles", dependencies: ["WatchwordCore"]),
 

@@ -43,7 +43,9 @@ struct GlobalOptions: ParsableArguments {
 
     /// The shared database, connected and its schema checked.
     func openDatabase(_ config: Config, checkSchema: Bool = true) throws -> PostgresStore {
-        let store = PostgresStore(settings: DatabaseSettings(config.store))
+        var settings = DatabaseSettings(config.store)
+        settings.saltedPasswordCache = (try? SecureDirectory.open(stateDirectory)).map { SaltedPasswordFile(root: $0) }
+        let store = PostgresStore(settings: settings)
         if checkSchema {
             try store.connect()
         } else {

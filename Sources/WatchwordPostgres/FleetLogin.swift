@@ -31,17 +31,17 @@ public struct FleetLogin {
     ) -> LoginOutcome {
         let who = "user \(request.user)" + (request.rhost.isEmpty ? "" : " from \(request.rhost)")
         var cache: OfflineCache? = nil
-        if config.store.postgresOffline == .cached {
-            do {
-                let root = try SecureDirectory.open(stateDir)
-                localRoot = root
-                cache = OfflineCache(root: root)
-            } catch {
+        do {
+            localRoot = try SecureDirectory.open(stateDir)
+        } catch {
+            if config.store.postgresOffline == .cached {
                 conversation.log(.warning, "offline cache unusable (logins are denied while the database is down): state \(error)")
             }
         }
-        let db = PostgresStore(
-            settings: DatabaseSettings(config.store, timeoutSeconds: timeout, applicationName: "watchword-helper"))
+        if let localRoot, config.store.postgresOffline == .cached { cache = OfflineCache(root: localRoot) }
+        var settings = DatabaseSettings(config.store, timeoutSeconds: timeout, applicationName: "watchword-helper")
+        settings.saltedPasswordCache = localRoot.map { SaltedPasswordFile(root: $0) }
+        let db = PostgresStore(settings: settings)
         let notes = Notes()
         if let cache {
             db.onConnect = { store in

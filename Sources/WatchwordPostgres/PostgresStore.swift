@@ -5,7 +5,7 @@ import WatchwordCore
 import WatchwordCrypto
 
 /// How to reach the database: from `[store.postgres]` and the module's `timeout=`.
-public struct DatabaseSettings: Sendable {
+public struct DatabaseSettings {
     /// libpq's connection string (`host=... dbname=... user=... sslmode=verify-full ...`).
     public var conninfo: String
     /// Root-only file holding the password; empty: none (certificate or peer authentication).
@@ -14,6 +14,8 @@ public struct DatabaseSettings: Sendable {
     /// `timeout=` for the helper.
     public var timeoutSeconds: Int
     public var applicationName: String
+    /// Keeps SCRAM's salted password between runs (this host's state directory).
+    public var saltedPasswordCache: SaltedPasswordCache?
 
     public init(conninfo: String, passwordFile: String, timeoutSeconds: Int = 30, applicationName: String = "watchword") {
         self.conninfo = conninfo
@@ -34,32 +36,29 @@ public struct DatabaseSettings: Sendable {
     /// Each statement, and each wait for a row lock, is cut off after this.
     public var statementTimeoutMilliseconds: Int { max(timeoutSeconds * 1000 / 3, 1000) }
 
-    /// The keyword/value pairs for libpq. The conninfo comes first (expanded by libpq), the
-    /// bounds after it so that they win.
-    func parameters() throws(StoreError) -> [(String, String)] {
-        let lowered = conninfo.lowercased()
-        if lowered.contains("password") {
-            throw .unsupported(
-                "store.postgres.conninfo must not hold a password: put it in store.postgres.password_file (root, 0600)")
+    /// The connection options: the conninfo, with the bounds and settings that always apply.
+    func options() throws(StoreError) -> ConnectionOptions {
+        var options: ConnectionOptions
+        do {
+            options = try ConnectionOptions(conninfo: conninfo)
+        } catch {
+            throw .unsupported(error.message)
         }
-        var pairs: [(String, String)] = [("application_name", applicationName), ("dbname", conninfo)]
-        pairs.append(("connect_timeout", String(connectTimeout)))
+        options.applicationName = applicationName
+        options.connectTimeout = min(options.connectTimeout, connectTimeout)
         let ms = statementTimeoutMilliseconds
+        options.readTimeout = max(ms / 1000 + 1, 2)
         // A helper killed mid-transaction closes its socket and the server rolls back; a host
         // that vanishes from the network is cut off by the idle-in-transaction timeout.
-        pairs.append((
-            "options",
+        let bounds =
             "-c statement_timeout=\(ms) -c lock_timeout=\(ms) -c idle_in_transaction_session_timeout=\(max(ms * 2, 5000))"
-        ))
-        pairs.append(("keepalives", "1"))
-        if !passwordFile.isEmpty {
-            pairs.append(("password", try readPassword()))
-        }
-        return pairs
+        options.serverOptions = options.serverOptions.isEmpty ? bounds : options.serverOptions + " " + bounds
+        return options
     }
 
     /// The password: the first line of a root-owned 0600 file (the same rules as the config).
-    func readPassword() throws(StoreError) -> String {
+    func readPassword() throws(StoreError) -> [UInt8]? {
+        guard !passwordFile.isEmpty else { return nil }
         guard passwordFile.hasPrefix("/") else {
             throw .unsupported("store.postgres.password_file must be an absolute path")
         }
@@ -72,10 +71,10 @@ public struct DatabaseSettings: Sendable {
         guard var bytes else { throw .unsupported("store.postgres.password_file \(passwordFile) does not exist") }
         defer { secureZero(&bytes) }
         let line = bytes.prefix { $0 != 0x0A && $0 != 0x0D }
-        guard !line.isEmpty, !line.contains(0), let text = String(validating: line, as: UTF8.self) else {
+        guard !line.isEmpty, !line.contains(0), String(validating: line, as: UTF8.self) != nil else {
             throw .unsupported("store.postgres.password_file \(passwordFile) holds no password on its first line")
         }
-        return text
+        return Array(line)
     }
 }
 
@@ -105,9 +104,11 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     /// Connects without checking the schema (for `store init`/`migrate` and `doctor`).
     public func rawConnection() throws(StoreError) -> DatabaseConnection {
         if let db { return db }
-        let pairs = try settings.parameters()
+        let options = try settings.options()
+        var password = try settings.readPassword()
+        defer { if password != nil { secureZero(&password!) } }
         do {
-            let connection = try DatabaseConnection(parameters: pairs)
+            let connection = try DatabaseConnection(options: options, password: password, cache: settings.saltedPasswordCache)
             db = connection
             return connection
         } catch {
