@@ -751,3 +751,23 @@ def test_a_tampered_offline_cache_denies(fleet, db, case):
     for code in (fresh_code(mallory["secret"]), fresh_code(alice["secret"])):
         res = a.conv("alice", [code])
         assert res.pam_rc in (PAM_AUTHINFO_UNAVAIL, PAM_AUTH_ERR), (case, res.output)
+
+
+def test_a_rotated_database_password_takes_effect_on_hosts_that_logged_in_before(fleet, db):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    first = fresh_code(alice["secret"])
+    assert a.login("alice", first).rc == 0  # whatever the host keeps of the login, it has it now
+    old, new = db.password, os.urandom(18).hex()
+    db.psql(f"ALTER ROLE watchword PASSWORD '{new}'", db="postgres")
+    db.password = new
+    try:
+        stale = a.conv("alice", [next_step_code(alice["secret"], first)])
+        assert stale.pam_rc == PAM_AUTHINFO_UNAVAIL, stale.output  # the file still has the old one
+        db.write_password_file(a.pgpass)
+        res = a.login("alice", next_step_code(alice["secret"], first))
+        assert res.rc == 0, res.output
+        assert a.cli("list").returncode == 0
+    finally:
+        db.password = old
+        db.psql(f"ALTER ROLE watchword PASSWORD '{old}'", db="postgres")
