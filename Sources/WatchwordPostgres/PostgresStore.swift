@@ -161,6 +161,18 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         }
     }
 
+    @discardableResult
+    private func batch(_ statements: [(String, [String?])]) throws(StoreError) -> [[Row]] {
+        let connection = try connection()
+        do {
+            return try connection.batch(statements)
+        } catch {
+            if error.kind == .unreachable { close() }
+            throw Self.storeError(error)
+        }
+    }
+
+    @discardableResult
     private func run(_ sql: String, _ parameters: [String?] = []) throws(StoreError) -> [Row] {
         let connection = try connection()
         do {
@@ -196,37 +208,45 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         // A new row may meet another host inserting the same user: then start again on
         // the row that host made.
         for _ in 0..<3 {
-            try run("BEGIN")
+            // BEGIN and the row lock in one round trip; the write and COMMIT in another.
+            let locked = try batch([
+                ("BEGIN", []), ("SELECT record FROM users WHERE name = $1 FOR UPDATE", [user.value]),
+            ])
             inTransaction = true
-            var committed = false
+            var finished = false
             defer {
-                if !committed {
+                if !finished {
                     _ = try? db?.execute("ROLLBACK")
                 }
                 inTransaction = false
             }
-            let rows = try run("SELECT record FROM users WHERE name = $1 FOR UPDATE", [user.value])
-            let before = try parse(rows.first?.first ?? nil, user)
+            let before = try parse(locked[1].first?.first ?? nil, user)
             var record = before
             let result = try body(&record)
-            if record != before {
-                if let record {
-                    if before == nil {
-                        let inserted = try run(
-                            "INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING 1",
-                            [user.value, Self.text(record)])
-                        if inserted.isEmpty { continue }
-                    } else {
-                        try run(
-                            "UPDATE users SET record = $2, updated_at = now() WHERE name = $1",
-                            [user.value, Self.text(record)])
-                    }
-                } else {
-                    try run("DELETE FROM users WHERE name = $1", [user.value])
-                }
+            guard record != before else {
+                try run("COMMIT")
+                finished = true
+                return result
             }
-            try run("COMMIT")
-            committed = true
+            if let record {
+                if before == nil {
+                    let inserted = try batch([
+                        ("INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING 1",
+                         [user.value, Self.text(record)]),
+                        ("COMMIT", []),
+                    ])
+                    finished = true
+                    if inserted[0].isEmpty { continue }
+                    return result
+                }
+                try batch([
+                    ("UPDATE users SET record = $2, updated_at = now() WHERE name = $1", [user.value, Self.text(record)]),
+                    ("COMMIT", []),
+                ])
+            } else {
+                try batch([("DELETE FROM users WHERE name = $1", [user.value]), ("COMMIT", [])])
+            }
+            finished = true
             return result
         }
         throw StoreError.unsupported("\(user) was enrolled by another host at the same moment; try again")

@@ -40,9 +40,12 @@ public enum Schema {
 
     /// The version recorded in the database, or nil when it has no watchword schema.
     static func currentVersion(_ db: DatabaseConnection) throws(DatabaseError) -> Int? {
-        let exists = try db.execute("SELECT to_regclass('watchword_schema') IS NOT NULL")
-        guard exists.first?.first == "t" else { return nil }
-        let rows = try db.execute("SELECT version FROM watchword_schema")
+        let rows: [Row]
+        do {
+            rows = try db.execute("SELECT version FROM watchword_schema")
+        } catch where error.sqlState == "42P01" {
+            return nil  // undefined_table: no watchword schema here
+        }
         guard let text = rows.first?.first ?? nil, let version = Int(text) else {
             throw DatabaseError(.protocolError, "watchword_schema holds no version")
         }

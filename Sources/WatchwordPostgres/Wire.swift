@@ -424,30 +424,40 @@ public final class DatabaseConnection {
     /// Runs one statement with text parameters and returns its rows as text.
     @discardableResult
     public func execute(_ sql: String, _ params: [String?] = []) throws(DatabaseError) -> [Row] {
+        try batch([(sql, params)])[0]
+    }
+
+    /// Runs statements in one round trip (one Sync after them all) and returns each one's
+    /// rows. The first error stops the rest (the server skips to the Sync) and is thrown;
+    /// inside an explicit transaction that transaction is then aborted.
+    public func batch(_ statements: [(String, [String?])]) throws(DatabaseError) -> [[Row]] {
         guard fd >= 0, !broken else { throw DatabaseError(.unreachable, "the database connection is closed") }
         var out: [UInt8] = []
-        // Parse (unnamed statement), Bind (text in, text out), Execute, Sync: one round trip.
-        var parse = [UInt8(0)] + Array(sql.utf8) + [0]
-        Self.int16(0, into: &parse)
-        Self.message(UInt8(ascii: "P"), parse, into: &out)
-        var bind: [UInt8] = [0, 0]
-        Self.int16(0, into: &bind)
-        Self.int16(Int16(params.count), into: &bind)
-        for p in params {
-            if let p {
-                let bytes = Array(p.utf8)
-                Self.int32(Int32(bytes.count), into: &bind)
-                bind += bytes
-            } else {
-                Self.int32(-1, into: &bind)
+        for (sql, params) in statements {
+            // Parse (unnamed statement), Bind (text in, text out), Execute.
+            var parse = [UInt8(0)] + Array(sql.utf8) + [0]
+            Self.int16(0, into: &parse)
+            Self.message(UInt8(ascii: "P"), parse, into: &out)
+            var bind: [UInt8] = [0, 0]
+            Self.int16(0, into: &bind)
+            Self.int16(Int16(params.count), into: &bind)
+            for p in params {
+                if let p {
+                    let bytes = Array(p.utf8)
+                    Self.int32(Int32(bytes.count), into: &bind)
+                    bind += bytes
+                } else {
+                    Self.int32(-1, into: &bind)
+                }
             }
+            Self.int16(0, into: &bind)
+            Self.message(UInt8(ascii: "B"), bind, into: &out)
+            Self.message(UInt8(ascii: "E"), [0, 0, 0, 0, 0], into: &out)
         }
-        Self.int16(0, into: &bind)
-        Self.message(UInt8(ascii: "B"), bind, into: &out)
-        Self.message(UInt8(ascii: "E"), [0, 0, 0, 0, 0], into: &out)
         Self.message(UInt8(ascii: "S"), [], into: &out)
         do throws(DatabaseError) {
             try send(out)
+            var results: [[Row]] = []
             var rows: [Row] = []
             var failure: DatabaseError? = nil
             while true {
@@ -455,13 +465,19 @@ public final class DatabaseConnection {
                 switch type {
                 case UInt8(ascii: "D"):
                     rows.append(try Self.dataRow(payload))
+                case UInt8(ascii: "C"), UInt8(ascii: "I"):
+                    results.append(rows)
+                    rows = []
                 case UInt8(ascii: "E"):
                     failure = Self.serverError(payload)
                 case UInt8(ascii: "Z"):
                     if let failure { throw failure }
-                    return rows
-                case UInt8(ascii: "1"), UInt8(ascii: "2"), UInt8(ascii: "C"), UInt8(ascii: "I"), UInt8(ascii: "n"),
-                    UInt8(ascii: "N"), UInt8(ascii: "S"), UInt8(ascii: "s"):
+                    guard results.count == statements.count else {
+                        throw DatabaseError(.protocolError, "\(results.count) results for \(statements.count) statements")
+                    }
+                    return results
+                case UInt8(ascii: "1"), UInt8(ascii: "2"), UInt8(ascii: "n"), UInt8(ascii: "N"), UInt8(ascii: "S"),
+                    UInt8(ascii: "s"):
                     continue
                 default:
                     throw DatabaseError(.protocolError, "unexpected message '\(Character(Unicode.Scalar(type)))'")
