@@ -5,4 +5,6 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+/* getrandom(2), for nonces that need not start OpenSSL's generator. */
+#include <sys/random.h>
 #endif

@@ -1,4 +1,7 @@
 import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Errors from the cryptographic primitives.
 public enum CryptoError: Error, Sendable, Equatable {
@@ -23,6 +26,24 @@ public enum SecureRandom {
             }
             guard ok else { throw CryptoError.randomFailed }
             done += chunk
+        }
+        return result
+    }
+
+    /// Returns `count` (at most 256) random bytes straight from the kernel (getrandom(2)),
+    /// without starting OpenSSL's generator: its first use loads openssl.cnf and seeds a
+    /// DRBG, which costs milliseconds in a program that needs one nonce per run.
+    public static func kernelBytes(count: Int) throws -> [UInt8] {
+        precondition(count >= 0 && count <= 256, "kernelBytes takes 0 to 256 bytes")
+        var result = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = result.withUnsafeMutableBytes { getrandom($0.baseAddress! + done, count - done, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CryptoError.randomFailed
+            }
+            done += n
         }
         return result
     }

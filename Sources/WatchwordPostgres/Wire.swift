@@ -656,7 +656,7 @@ struct SCRAM {
     init(password: [UInt8], cache: SaltedPasswordCache?) throws(DatabaseError) {
         self.password = password
         self.cache = cache
-        guard let random = try? SecureRandom.bytes(count: 18) else {
+        guard let random = try? SecureRandom.kernelBytes(count: 18) else {
             throw DatabaseError(.unreachable, "the kernel's random number generator failed")
         }
         nonce = Base64.encode(random)
