@@ -94,7 +94,7 @@ def make_cert(dir: Path, name: str, cn: str, san: str, ca: tuple[Path, Path]) ->
 class PgServer:
     """One private PostgreSQL cluster; see the module docstring."""
 
-    def __init__(self, *, max_connections: int = 300):
+    def __init__(self, *, max_connections: int = 300, durable: bool = False):
         self.pw = pwd.getpwnam(PG_USER)
         self.base = Path(tempfile.mkdtemp(prefix="ww-pg-", dir="/tmp"))
         os.chmod(self.base, 0o755)  # the CA must be readable by root's libpq; nothing secret here but keys
@@ -105,6 +105,8 @@ class PgServer:
         self.port = _free_port()
         self.password = os.urandom(18).hex()
         self.max_connections = max_connections
+        # Tests run without fsync for speed; benchmarks want a server that commits for real.
+        self.durable = durable
         self._running = False
         self._initialised = False
         self._closed = False
@@ -169,7 +171,7 @@ class PgServer:
             f"unix_socket_directories = '{self.sock}'\n"
             f"max_connections = {self.max_connections}\n"
             "shared_buffers = 16MB\n"
-            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            + ("" if self.durable else "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n") +
             "ssl = on\n"
             f"ssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
             "password_encryption = 'scram-sha-256'\n"
@@ -183,7 +185,7 @@ class PgServer:
         if not self._initialised:
             self._initdb()
         self._as_postgres([PG_BIN / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
-                           "-o", "-c fsync=off", "start"])
+                           *([] if self.durable else ["-o", "-c fsync=off"]), "start"])
         self._running = True
         if not getattr(self, "_role_made", False):
             self.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'", db="postgres")
