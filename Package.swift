@@ -63,5 +63,6 @@ let package = Package(
             dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles"]),
         .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore"]),
         .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup"]),
+        .testTarget(name: "WatchwordPostgresTests", dependencies: ["WatchwordPostgres", "WatchwordCrypto"]),
     ]
 )

@@ -648,6 +648,8 @@ struct SCRAM {
     let password: [UInt8]
     let nonce: String
     let cache: SaltedPasswordCache?
+    /// Empty: PostgreSQL takes the user from the startup packet.
+    var userName = ""
     var clientFirstBare = ""
     var authMessage: [UInt8] = []
     var serverKey: [UInt8] = []
@@ -662,9 +664,17 @@ struct SCRAM {
         nonce = Base64.encode(random)
     }
 
+    /// With a given nonce (the RFC 7677 test vector).
+    init(password: [UInt8], nonce: String, userName: String) {
+        self.password = password
+        self.nonce = nonce
+        self.userName = userName
+        cache = nil
+    }
+
     mutating func clientFirst() -> [UInt8] {
         // The user name is the startup packet's; PostgreSQL ignores this one.
-        clientFirstBare = "n=,r=\(nonce)"
+        clientFirstBare = "n=\(userName),r=\(nonce)"
         return Array(("n,," + clientFirstBare).utf8)
     }
 
