@@ -10,6 +10,7 @@ let package = Package(
         // For the fuzz targets in Fuzz/, a separate package that depends on this one.
         .library(name: "WatchwordCore", targets: ["WatchwordCore"]),
         .library(name: "WatchwordOTP", targets: ["WatchwordOTP"]),
+        .library(name: "WatchwordPostgres", targets: ["WatchwordPostgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -30,5 +30,7 @@ let package = Package(
         fuzzTarget("FuzzConfig", ["WatchwordCore"]),
         fuzzTarget("FuzzOTPAuthURI", ["WatchwordOTP"]),
         fuzzTarget("FuzzBase32", ["WatchwordOTP"]),
+        fuzzTarget("FuzzOfflineCache", ["WatchwordCore"]),
+        fuzzTarget("FuzzPostgresWire", ["WatchwordPostgres"]),
     ]
 )

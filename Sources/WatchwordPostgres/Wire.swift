@@ -145,7 +145,7 @@ public struct ConnectionOptions: Sendable {
         serverOptions = fields["options"] ?? ""
     }
 
-    func port(for index: Int) -> Int { ports.count == 1 ? ports[0] : ports[index] }
+    public func port(for index: Int) -> Int { ports.count == 1 ? ports[0] : ports[index] }
 }
 
 /// One connection to the server, speaking the PostgreSQL frontend/backend protocol (v3)
@@ -494,7 +494,8 @@ public final class DatabaseConnection {
         }
     }
 
-    static func dataRow(_ payload: ArraySlice<UInt8>) throws(DatabaseError) -> Row {
+    /// A DataRow message's values (public for the fuzz target).
+    public static func dataRow(_ payload: ArraySlice<UInt8>) throws(DatabaseError) -> Row {
         guard payload.count >= 2 else { throw DatabaseError(.protocolError, "short data row") }
         let base = payload.startIndex
         let count = Int(UInt16(payload[base]) << 8 | UInt16(payload[base + 1]))
@@ -618,7 +619,7 @@ public final class DatabaseConnection {
     static func readInt32(_ bytes: [UInt8], _ offset: Int) -> Int32 { readInt32(bytes[...], offset) }
 
     /// An ErrorResponse: severity, SQLSTATE and message, on one line.
-    static func serverError(_ payload: ArraySlice<UInt8>) -> DatabaseError {
+    public static func serverError(_ payload: ArraySlice<UInt8>) -> DatabaseError {
         var fields: [UInt8: String] = [:]
         var i = payload.startIndex
         while i < payload.endIndex, payload[i] != 0 {
@@ -628,10 +629,14 @@ public final class DatabaseConnection {
             fields[code] = String(decoding: payload[i..<end], as: UTF8.self)
             i = min(end + 1, payload.endIndex)
         }
-        let message = fields[UInt8(ascii: "M")] ?? "unknown error"
-        let severity = fields[UInt8(ascii: "V")] ?? fields[UInt8(ascii: "S")] ?? "ERROR"
-        let clean = String(message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) }.prefix(400))
-        return DatabaseError(.server, "database: \(severity): \(clean)", sqlState: fields[UInt8(ascii: "C")])
+        // Every field the server sent is cleaned: the text goes to syslog as one line.
+        func clean(_ text: String, _ limit: Int) -> String {
+            String(text.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? " " : Character($0) }.prefix(limit))
+        }
+        let message = clean(fields[UInt8(ascii: "M")] ?? "unknown error", 400)
+        let severity = clean(fields[UInt8(ascii: "V")] ?? fields[UInt8(ascii: "S")] ?? "ERROR", 16)
+        let state = fields[UInt8(ascii: "C")].map { clean($0, 5) }
+        return DatabaseError(.server, "database: \(severity): \(message)", sqlState: state)
     }
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }

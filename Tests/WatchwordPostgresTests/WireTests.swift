@@ -80,6 +80,9 @@ import WatchwordCrypto
         let error = DatabaseConnection.serverError(Array("SERROR\0VERROR\0C42P01\0Mno such\ntable\0\0".utf8)[...])
         #expect(error.sqlState == "42P01")
         #expect(error.message == "database: ERROR: no such table")
+        // Every field is kept to one line (the fuzzer found a severity with a newline).
+        let forged = DatabaseConnection.serverError(Array("VERRO\nforged: line\0C42P01\0Mx\0\0".utf8)[...])
+        #expect(!forged.message.contains("\n"))
         // Truncated or unterminated fields never read past the end.
         _ = DatabaseConnection.serverError(Array("SERROR\0Mcut".utf8)[...])
         _ = DatabaseConnection.serverError([])
