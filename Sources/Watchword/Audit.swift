@@ -263,9 +263,7 @@ struct Status: ParsableCommand {
         var records: [UserRecord] = []
         do {
             let store = try global.open(create: false).1
-            for name in try store.users() {
-                if let record = try store.load(name) { records.append(record) }
-            }
+            records = try store.allRecords()
         } catch is NoStateDirectory {}
         let now = unixTimeNow()
         var entries: [AuditEntry] = []

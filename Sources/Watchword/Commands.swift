@@ -51,10 +51,7 @@ struct List: ParsableCommand {
             return
         }
         let now = unixTimeNow()
-        var records: [UserRecord] = []
-        for name in try store.users() {
-            if let record = try store.load(name) { records.append(record) }
-        }
+        let records = try store.allRecords()
         if output.json {
             print(JSON.array(records.map { describe($0, now: now) }).rendered)
             return

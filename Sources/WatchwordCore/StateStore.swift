@@ -38,6 +38,9 @@ public protocol StateStore: Sendable {
     /// Every enrolled user, sorted.
     func users() throws(StoreError) -> [UserName]
 
+    /// Every enrolled user's record, sorted by name (one query on the database).
+    func allRecords() throws(StoreError) -> [UserRecord]
+
     /// The key for hashing recovery codes; made on first use when `create` is set.
     func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey?
 
@@ -51,6 +54,16 @@ public protocol StateStore: Sendable {
 
     /// The audit trail, oldest first, and how many stored lines could not be read.
     func readAudit() throws -> (entries: [AuditEntry], corrupt: Int)
+}
+
+extension StateStore {
+    public func allRecords() throws(StoreError) -> [UserRecord] {
+        var records: [UserRecord] = []
+        for name in try users() {
+            if let record = try load(name) { records.append(record) }
+        }
+        return records
+    }
 }
 
 /// The default store: one file per user under a root-only directory.
