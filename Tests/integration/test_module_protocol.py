@@ -113,7 +113,7 @@ def test_correct_code_succeeds_and_header_is_exact(run_pam, good_helper,
         "state_dir /var/lib/watchword",
         "config /etc/watchword/config.toml",
         "debug 0",
-        "timeout 30",
+        "timeout 10",
         "end",
     ]
     assert rec["reply"] == "answer" and rec["answer_len"] == len(CODE)
