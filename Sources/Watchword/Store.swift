@@ -238,6 +238,18 @@ func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: 
         findings.append(Finding(.fail, "store.tls", "the connection to \(host) is not encrypted (sslmode=\(sslmode)): secrets cross the network in the clear; use sslmode=verify-full"))
     }
 
+    // The files the TLS set-up trusts: whoever can replace the CA can stand in for the server.
+    for key in ["sslrootcert", "sslcert", "sslkey"] {
+        guard let path = conninfoValue(conninfo, key), path.hasPrefix("/") else { continue }
+        var st = stat()
+        if stat(path, &st) != 0 {
+            findings.append(Finding(.fail, "store.tls", "\(key) \(path) does not exist"))
+        } else if st.st_uid != 0 || st.st_mode & 0o022 != 0 || (key == "sslkey" && st.st_mode & 0o077 != 0) {
+            let mode = String(st.st_mode & 0o7777, radix: 8)
+            findings.append(Finding(.fail, "store.tls", "\(key) \(path): owner uid \(st.st_uid), mode \(mode); must be root's and not writable by others\(key == "sslkey" ? " (and private)" : "")"))
+        }
+    }
+
     var records: [UserRecord]? = nil
     do {
         try store.connect()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -567,6 +568,14 @@ def test_doctor_reports_the_database(fleet, db):
     assert proc.returncode != 0
     failed = [c for c in json.loads(proc.stdout)["checks"] if c["check"].startswith("store.") and c["status"] == "fail"]
     assert failed and any("certificate" in c["detail"] for c in failed), failed
+    # A CA file someone else could rewrite would let them stand in for the server.
+    loose = a.etc / "loose-ca.crt"
+    shutil.copy(db.ca, loose)
+    os.chown(loose, 65534, 65534)
+    weak = fleet("weak", conninfo=db.conninfo("verify-full", loose))
+    checks = json.loads(weak.cli("doctor", "--json", check=False).stdout)["checks"]
+    assert any(c["check"] == "store.tls" and c["status"] == "fail" and "sslrootcert" in c["detail"]
+               for c in checks), checks
 
 
 # --- TLS and the password ---------------------------------------------------------------------
