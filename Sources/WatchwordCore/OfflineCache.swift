@@ -139,10 +139,10 @@ public struct OfflineEntry: Sendable, Equatable {
         }
         failures = after.failures
         lockedUntil = after.lockedUntil
-        for hash in before.recoveryCodeHashes where !after.recoveryCodeHashes.contains(hash) {
-            offlineRecoveryUsed.append(hash)
-        }
-        recoveryCodeHashes = after.recoveryCodeHashes
+        let used = before.recoveryCodeHashes.filter { !after.recoveryCodeHashes.contains($0) }
+        offlineRecoveryUsed += used
+        // Only what this login used goes: the record may have been served without hashes.
+        recoveryCodeHashes.removeAll { used.contains($0) }
         offlineEvents = true
     }
 
@@ -522,8 +522,11 @@ public final class CachedStore: StateStore, @unchecked Sendable {
         guard let key = try cache.cacheKey(create: false) else {
             throw .unsupported("the offline cache has no \(OfflineCache.keyFile)")
         }
-        // A cache whose codes all lie in the past is no way in.
-        return entry.record(key: key)
+        var record = entry.record(key: key)
+        // Without the fleet's recovery key the hashes cannot be checked; leaving them in
+        // would make the login flow refuse the user's TOTP code too.
+        if recovery == nil { record.recoveryCodeHashes = [] }
+        return record
     }
 
     public func load(_ user: UserName) throws(StoreError) -> UserRecord? {

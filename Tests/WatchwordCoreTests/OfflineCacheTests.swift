@@ -67,6 +67,20 @@ import WatchwordOTP
         #expect(try cache.pendingUsers() == [Fixture.alice])
     }
 
+    @Test func withoutTheFleetRecoveryKeyTOTPStillWorksOffline() throws {
+        let (tmp, cache) = try cache()
+        defer { withExtendedLifetime(tmp) {} }
+        var record = Fixture.totpRecord()
+        record.recoveryCodeHashes = [String(repeating: "ab", count: 32)]
+        try cache.refresh(Fixture.alice, from: record, policy: policy, now: Fixture.now)
+        let store = CachedStore(cache: cache, recoveryKey: nil, now: { Fixture.now })
+        let flow = LoginFlow(config: Config(), store: store, now: { Fixture.now })
+        var conversation = ScriptedConversation(answers: [Fixture.code(at: Fixture.now)])
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &conversation) == .success)
+        // The hashes it could not check are still there for when the key is back.
+        #expect(try cache.entry(Fixture.alice)?.recoveryCodeHashes.count == 1)
+    }
+
     @Test func aRecordFromTheCacheIsNeverNotEnrolledByAccident() throws {
         let (tmp, cache) = try cache()
         defer { withExtendedLifetime(tmp) {} }
