@@ -28,6 +28,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -540,11 +541,31 @@ static enum ww_outcome parse_result(struct run *r, const char *rest) {
 /* ---- the process ----------------------------------------------------- */
 
 /*
+ * A descriptor that becomes readable when the helper exits (pidfd_open,
+ * Linux 5.3), or -1 where the kernel or a seccomp filter refuses it. The
+ * helper is our unreaped child, so its pid cannot have been reused.
+ */
+static int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/*
  * Wait, without reaping, until the helper has exited or the deadline
- * passes. Returns IO_OK, IO_TIMEOUT or IO_ERROR.
+ * passes. Returns IO_OK, IO_TIMEOUT or IO_ERROR. With a pidfd, poll() wakes
+ * us as soon as the helper has exited; without one, look again after naps
+ * of 1 ms doubling to 20 ms (the first nap alone cost most logins about
+ * 0.5 ms, as the helper takes well under 1 ms to exit after its result).
  */
 static int wait_exit(struct run *r) {
     long nap_us = 1000;
+    int pidfd = open_pidfd(r->pid);
+    int rc;
 
     for (;;) {
         siginfo_t si;
@@ -558,13 +579,27 @@ static int wait_exit(struct run *r) {
                 continue;
             pam_syslog(r->pamh, LOG_ERR, "waitid: %m");
             fail(r, "cannot wait for the helper");
-            return IO_ERROR;
+            rc = IO_ERROR;
+            break;
         }
-        if (si.si_pid == r->pid)
-            return IO_OK;
+        if (si.si_pid == r->pid) {
+            rc = IO_OK;
+            break;
+        }
         left = r->deadline - now_ms();
-        if (left <= 0)
-            return IO_TIMEOUT;
+        if (left <= 0) {
+            rc = IO_TIMEOUT;
+            break;
+        }
+        if (pidfd >= 0) {
+            struct pollfd pfd = {.fd = pidfd, .events = POLLIN, .revents = 0};
+
+            if (poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left) >= 0 ||
+                errno == EINTR)
+                continue;
+            (void)close(pidfd); /* unexpected: fall back to napping */
+            pidfd = -1;
+        }
         if ((int64_t)nap_us > left * 1000)
             nap_us = (long)(left * 1000);
         ts.tv_sec = 0;
@@ -573,6 +608,9 @@ static int wait_exit(struct run *r) {
         if (nap_us < 20000)
             nap_us *= 2;
     }
+    if (pidfd >= 0)
+        (void)close(pidfd);
+    return rc;
 }
 
 /*
