@@ -8,18 +8,18 @@ let package = Package(
         .executable(name: "watchword", targets: ["Watchword"]),
         .executable(name: "watchword-helper", targets: ["WatchwordHelper"]),
         // For the fuzz targets in Fuzz/, a separate package that depends on this one.
-        .library(name: "WatchwordCore", targets: ["WatchwordCore"]),
-        .library(name: "WatchwordOTP", targets: ["WatchwordOTP"]),
-        .library(name: "WatchwordPostgres", targets: ["WatchwordPostgres"]),
+        .library(name: "WatchwordCore", targets: ["WatchwordCore", "LinkLibcrypto"]),
+        .library(name: "WatchwordOTP", targets: ["WatchwordOTP", "LinkLibcrypto"]),
+        .library(name: "WatchwordPostgres", targets: ["WatchwordPostgres", "LinkLibcrypto"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // System libraries from Debian: libcrypto (libssl-dev) and libqrencode (libqrencode-dev).
-        .systemLibrary(
-            name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "libcrypto",
-            providers: [.apt(["libssl-dev"])]),
+        // COpenSSL gives libcrypto's headers only; each program chooses how it links libcrypto:
+        // LinkLibcrypto (below) for the shared libcrypto.so.3, or the helper's libcrypto.a.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(
             name: "CQRencode", path: "Sources/CQRencode", pkgConfig: "libqrencode",
             providers: [.apt(["libqrencode-dev"])]),
@@ -30,6 +30,9 @@ let package = Package(
 
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
+        // Links the shared libcrypto.so.3: the CLI, the tests, and programs built on the
+        // library products (Fuzz/, Benchmarks/). Not the helper: see its target.
+        .target(name: "LinkLibcrypto", linkerSettings: [.linkedLibrary("crypto")]),
         // RFC 4226 HOTP, RFC 6238 TOTP, RFC 4648 base32, otpauth:// Key URIs.
         .target(name: "WatchwordOTP", dependencies: ["WatchwordCrypto"]),
         // Config, user names, the state store, policy and the login flow. No Foundation:
@@ -48,22 +51,33 @@ let package = Package(
         // Test doubles shipped as a target of their own: a fake SMS provider.
         .target(name: "WatchwordTestDoubles", dependencies: ["WatchwordCore"]),
 
-        // The verification helper run by pam_watchword.so.
-        .executableTarget(name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres"]),
+        // The verification helper run by pam_watchword.so. It starts on every login, so it
+        // links libcrypto.a (libssl-dev) rather than libcrypto.so.3: only HMAC is used on the
+        // login path, and the shared library's 3,400 symbol relocations and its pages cost
+        // every login about 2 ms at start-up and in OpenSSL's initialisation. `-l:` keeps the
+        // archive after the objects on the link line, where the linker pulls from it. Its
+        // symbols are not exported (the static Swift runtime links with --exclude-libs ALL),
+        // so a libcrypto.so.3 that libcurl or libpq brings in keeps to itself.
+        .executableTarget(
+            name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres"],
+            linkerSettings: [
+                .linkedLibrary(":libcrypto.a", .when(platforms: [.linux])),
+                .linkedLibrary("crypto", .when(platforms: [.macOS])),
+            ]),
         // The admin CLI.
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "CQRencode",
+                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "CQRencode", "LinkLibcrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
+        .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto", "LinkLibcrypto"]),
         .testTarget(
             name: "WatchwordCoreTests",
-            dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles"]),
-        .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore"]),
-        .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup"]),
-        .testTarget(name: "WatchwordPostgresTests", dependencies: ["WatchwordPostgres", "WatchwordCrypto"]),
+            dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles", "LinkLibcrypto"]),
+        .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore", "LinkLibcrypto"]),
+        .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup", "LinkLibcrypto"]),
+        .testTarget(name: "WatchwordPostgresTests", dependencies: ["WatchwordPostgres", "WatchwordCrypto", "LinkLibcrypto"]),
     ]
 )
