@@ -10,6 +10,7 @@ import Glibc
 import Musl
 #endif
 import WatchwordCore
+import WatchwordCrypto
 import WatchwordSMS
 import WatchwordPostgres
 
@@ -35,6 +36,7 @@ else {
     refuse("fds 0 and 1 must be the socket from pam_watchword.so")
 }
 signal(SIGPIPE, SIG_IGN)
+guard initializeCryptoForShortLivedProcess() else { refuse("cannot initialise OpenSSL") }
 
 /// The name the system's user database gives for `name`, when it knows the user.
 ///
