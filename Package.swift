@@ -63,6 +63,8 @@ let package = Package(
             linkerSettings: [
                 .linkedLibrary(":libcrypto.a", .when(platforms: [.linux])),
                 .linkedLibrary("crypto", .when(platforms: [.macOS])),
+                // With --static-swift-stdlib: libstdc++.a instead of libstdc++.so.6 (link/libstdc++.so).
+                .unsafeFlags(["-L", Context.packageDirectory + "/link"], .when(platforms: [.linux])),
             ]),
         // The admin CLI.
         .executableTarget(
