@@ -57,7 +57,8 @@ let package = Package(
         // every login about 2 ms at start-up and in OpenSSL's initialisation. `-l:` keeps the
         // archive after the objects on the link line, where the linker pulls from it. Its
         // symbols are not exported (the static Swift runtime links with --exclude-libs ALL),
-        // so a libcrypto.so.3 that libcurl or libpq brings in keeps to itself.
+        // so the libcrypto.so.3 that libcurl (SMS) or libssl (a TLS database) loads keeps to
+        // itself.
         .executableTarget(
             name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres"],
             linkerSettings: [

@@ -5,8 +5,10 @@ import Glibc
 /// OpenSSL's libssl, loaded with dlopen() when a connection to the database uses TLS.
 ///
 /// Only the calls a TLS client needs, looked up by name; every pointer is opaque. libssl
-/// needs nothing but libcrypto, which the programs already link, so loading it costs far
-/// less than libpq's 23 libraries.
+/// needs nothing but libcrypto.so.3, which the CLI already links, so loading it costs far
+/// less than libpq's 23 libraries. The helper links libcrypto.a instead (Package.swift), so
+/// there it loads libcrypto.so.3 too; TLS objects never leave that copy (only libssl's
+/// functions are called on them, and the static copy only hashes bytes).
 final class LibSSL: @unchecked Sendable {
     typealias Ptr = OpaquePointer
     let clientMethod: @convention(c) () -> Ptr?
