@@ -6,7 +6,10 @@ same work: one correct TOTP code for a user whose secret is the same everywhere,
 by a fresh user so that replay protection never turns a correct code into a wrong one.
 Contenders run in alternation (round robin), so machine noise hits them alike.
 
-    python3 Benchmarks/pam_bench.py [--quick] [--json FILE]
+    python3 Benchmarks/pam_bench.py [--quick] [--json FILE] [--baseline BUILD_DIR:MODULE]
+
+--baseline adds another build's helper and module (say, main's) to the correct-code table as
+"watchword-baseline", so two versions are compared in alternation in one run.
 
 Needs root, pamtester, libpam-wrapper, libpam-google-authenticator, libpam-oath and a
 built watchword (WATCHWORD_BUILD, default .build/release, else .build/debug) and
@@ -158,11 +161,25 @@ class Setup:
 CONTENDERS = ["permit", "google-authenticator", "oath", "watchword"]
 
 
-def bench_correct(s: Setup, n: int) -> dict:
-    times = {c: [] for c in CONTENDERS}
+def add_baseline(s: Setup, build: Path, module: Path) -> str:
+    """A second watchword (another build's helper and module) as one more contender, so two
+    versions are compared login by login in one run."""
+    helper = s.helper.parent / "watchword-helper-baseline"
+    shutil.copy(build / "watchword-helper", helper)
+    os.chmod(helper, 0o755)
+    # Its own state directory: one code is accepted once per user, so the two must not share.
+    state = s.base / "state-baseline"
+    s.populate_watchword(state, s.users)
+    s.service("watchword-baseline", f"auth required {module} helper={helper} state_dir={state} config={s.config}")
+    return "watchword-baseline"
+
+
+def bench_correct(s: Setup, n: int, extra: tuple[str, ...] = ()) -> dict:
+    contenders = CONTENDERS + list(extra)
+    times = {c: [] for c in contenders}
     for i in range(n):
         code = stable_code()
-        for c in CONTENDERS:
+        for c in contenders:
             ms, rc = s.login(c, f"u{i}", code)
             assert rc == 0, (c, i)
             times[c].append(ms)
@@ -290,6 +307,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations and no 100,000-user run")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--baseline", metavar="BUILD_DIR:MODULE",
+                    help="also run another build's helper and pam_watchword.so in the correct-code table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -301,10 +320,14 @@ def main() -> None:
     users = max(n * 2 + 2, sum([per_level] * len(levels)) + 2, 600)
     with tempfile.TemporaryDirectory(prefix="ww-bench-") as tmp:
         s = Setup(Path(tmp), users, build)
+        extra: list[str] = []
+        if args.baseline:
+            base_build, base_module = args.baseline.split(":", 1)
+            extra.append(add_baseline(s, Path(base_build), Path(base_module)))
         results = {
             "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "build": str(build)},
-            "correct_code": bench_correct(s, n),
+            "correct_code": bench_correct(s, n, extra),
             "wrong_code": bench_wrong(s, n),
             "locked_out": bench_locked(s, n),
             "helper": helper_alone(s, min(n, 100)),
@@ -319,6 +342,9 @@ def main() -> None:
         "watchword_minus_floor_ms": round(cc["watchword"]["median_ms"] - cc["permit"]["median_ms"], 3),
         "google_authenticator_minus_floor_ms": round(cc["google-authenticator"]["median_ms"] - cc["permit"]["median_ms"], 3),
     }
+    if "watchword-baseline" in cc:
+        results["ratios"]["baseline_over_google_authenticator"] = round(
+            cc["watchword-baseline"]["median_ms"] / cc["google-authenticator"]["median_ms"], 3)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
