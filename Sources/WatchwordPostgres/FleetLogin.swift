@@ -49,7 +49,7 @@ public struct FleetLogin {
             }
         }
         do {
-            try db.connect()
+            try db.open()
         } catch {
             for line in notes.lines { conversation.log(.warning, line) }
             if case .unreachable = error, let cache {

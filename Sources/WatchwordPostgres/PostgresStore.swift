@@ -117,35 +117,43 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     }
 
     /// The connection, checked to hold the schema this build knows.
+    /// The connection; the schema is checked with the first statement sent on it (in the
+    /// same round trip), so a login pays no extra trip for it.
     func connection() throws(StoreError) -> DatabaseConnection {
         if let db { return db }
         let connection = try rawConnection()
-        let version: Int?
-        do {
-            version = try Self.currentVersion(connection)
-        } catch {
-            db = nil
-            throw Self.storeError(error)
+        if let onConnect {
+            self.onConnect = nil
+            onConnect(self)
         }
-        guard let version else {
-            db = nil
-            throw .unsupported("the database has no watchword schema: run 'watchword store init'")
-        }
-        guard version == Self.schemaVersion else {
-            db = nil
-            if version < Self.schemaVersion {
-                throw .unsupported(
-                    "the database schema is version \(version), this build needs \(Self.schemaVersion): run 'watchword store migrate'")
-            }
-            throw .unsupported(
-                "the database schema is version \(version), newer than this build knows (\(Self.schemaVersion)): upgrade watchword")
-        }
-        onConnect?(self)
         return connection
     }
 
-    /// Connects now (and checks the schema) instead of on first use.
+    private var schemaChecked = false
+    static let versionQuery = "SELECT version FROM watchword_schema"
+
+    /// Throws unless the rows of `versionQuery` name the version this build knows.
+    static func checkVersion(_ rows: [Row]) throws(StoreError) {
+        guard let text = rows.first?.first ?? nil, let version = Int(text) else {
+            throw .unsupported("the database's watchword_schema holds no version")
+        }
+        guard version == schemaVersion else {
+            if version < schemaVersion {
+                throw .unsupported(
+                    "the database schema is version \(version), this build needs \(schemaVersion): run 'watchword store migrate'")
+            }
+            throw .unsupported(
+                "the database schema is version \(version), newer than this build knows (\(schemaVersion)): upgrade watchword")
+        }
+    }
+
+    /// Connects now, and checks the schema, instead of on first use.
     public func connect() throws(StoreError) {
+        _ = try batch([])
+    }
+
+    /// Connects now; the schema is checked with the first statement (a login: the load).
+    public func open() throws(StoreError) {
         _ = try connection()
     }
 
@@ -164,23 +172,34 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     @discardableResult
     private func batch(_ statements: [(String, [String?])]) throws(StoreError) -> [[Row]] {
         let connection = try connection()
+        let checking = !schemaChecked
+        let all = checking ? [(Self.versionQuery, [])] + statements : statements
+        guard !all.isEmpty else { return [] }
+        var results: [[Row]]
         do {
-            return try connection.batch(statements)
+            results = try connection.batch(all)
         } catch {
             if error.kind == .unreachable { close() }
+            if checking && error.sqlState == "42P01" {
+                throw .unsupported("the database has no watchword schema: run 'watchword store init'")
+            }
             throw Self.storeError(error)
         }
+        if checking {
+            do {
+                try Self.checkVersion(results.removeFirst())
+            } catch {
+                close()  // whatever the batch began is rolled back with the connection
+                throw error
+            }
+            schemaChecked = true
+        }
+        return results
     }
 
     @discardableResult
     private func run(_ sql: String, _ parameters: [String?] = []) throws(StoreError) -> [Row] {
-        let connection = try connection()
-        do {
-            return try connection.execute(sql, parameters)
-        } catch {
-            if error.kind == .unreachable { close() }
-            throw Self.storeError(error)
-        }
+        try batch([(sql, parameters)])[0]
     }
 
     // MARK: Users

@@ -38,20 +38,6 @@ public enum Schema {
 
     public static var latest: Int { migrations.count }
 
-    /// The version recorded in the database, or nil when it has no watchword schema.
-    static func currentVersion(_ db: DatabaseConnection) throws(DatabaseError) -> Int? {
-        let rows: [Row]
-        do {
-            rows = try db.execute("SELECT version FROM watchword_schema")
-        } catch where error.sqlState == "42P01" {
-            return nil  // undefined_table: no watchword schema here
-        }
-        guard let text = rows.first?.first ?? nil, let version = Int(text) else {
-            throw DatabaseError(.protocolError, "watchword_schema holds no version")
-        }
-        return version
-    }
-
     public struct Outcome: Sendable {
         public let from: Int?
         public let to: Int
@@ -106,11 +92,5 @@ public enum Schema {
         _ = try exec("COMMIT")
         committed = true
         return Outcome(from: from, to: latest)
-    }
-}
-
-extension PostgresStore {
-    static func currentVersion(_ db: DatabaseConnection) throws(DatabaseError) -> Int? {
-        try Schema.currentVersion(db)
     }
 }

@@ -543,6 +543,23 @@ def test_store_init_and_migrate_are_safe_to_rerun(fleet, db):
     assert a.login("alice", fresh_code(alice["secret"])).rc == 0
 
 
+@pytest.mark.parametrize("version, hint", [(99, "newer than this build"), (0, "store migrate")])
+def test_a_schema_of_another_version_denies_and_says_why(fleet, db, version, hint):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    db.psql(f"UPDATE watchword_schema SET version = {version}")
+    try:
+        res = a.conv("alice", [fresh_code(alice["secret"])])
+        assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+        assert res.logged(hint), res.log_text()
+        assert not [m for m in res.messages if m["style"] == 1], res.messages  # no code asked for
+        proc = a.cli("list", "--json", check=False)
+        assert proc.returncode != 0 and hint in proc.stderr, proc
+    finally:
+        db.psql(f"UPDATE watchword_schema SET version = 1")
+    assert a.login("alice", fresh_code(alice["secret"])).rc == 0
+
+
 def test_doctor_reports_the_database(fleet, db):
     a = fleet("a")
     a.enroll("alice")
