@@ -91,10 +91,10 @@ public struct FleetLogin {
             return .authErr
         }
         let entry: OfflineEntry?
-        let recoveryKey: SymmetricKeyBox
+        let recoveryKey: SymmetricKey?
         do {
             entry = try cache.entry(user)
-            recoveryKey = SymmetricKeyBox(try cache.fleetRecoveryKey())
+            recoveryKey = try cache.fleetRecoveryKey()
         } catch {
             conversation.log(.err, "\(who): denied: offline cache: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
@@ -109,14 +109,14 @@ public struct FleetLogin {
         let codesLive = entry.codes.map { codes in
             entry.kind == .hotp || codes.end > UInt64(max(now, 0)) / UInt64(max(entry.period, 1))
         } ?? false
-        let recoveryLive = !entry.recoveryCodeHashes.isEmpty && recoveryKey.key != nil
+        let recoveryLive = !entry.recoveryCodeHashes.isEmpty && recoveryKey != nil
         guard codesLive || recoveryLive else {
             conversation.log(
                 .err, "\(who): denied: this host's offline cache for the user ran out (last refreshed \(entry.written))")
             conversation.error(LoginFlow.unavailableMessage)
             return .unavailable
         }
-        let store = CachedStore(cache: cache, recoveryKey: recoveryKey.key)
+        let store = CachedStore(cache: cache, recoveryKey: recoveryKey)
         auditStore = store
         var flowConfig = config
         flowConfig.sms.provider = .none
@@ -125,12 +125,6 @@ public struct FleetLogin {
         // The cache holds only enrolled users; anything else is not a way in.
         return outcome == .notEnrolled ? .unavailable : outcome
     }
-}
-
-/// Holds an optional key (the login flow's closures need a plain value).
-struct SymmetricKeyBox {
-    let key: SymmetricKey?
-    init(_ key: SymmetricKey?) { self.key = key }
 }
 
 /// Sends a host's offline events to the database.
