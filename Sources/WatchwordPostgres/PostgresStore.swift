@@ -217,13 +217,60 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         String(decoding: record.serialized(), as: UTF8.self)
     }
 
+    /// The row's text as this process last read or wrote it, for the optimistic write.
+    private var seen: [String: String] = [:]
+    /// Set while `update` runs its body without the row lock.
+    private var optimistic = false
+
+    /// Raised inside an optimistic body that needs the locked path (the global SMS count).
+    private struct NeedsLock: Error {}
+
     public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
         let rows = try run("SELECT record FROM users WHERE name = $1", [user.value])
-        return try parse(rows.first?.first ?? nil, user)
+        let text = rows.first?.first ?? nil
+        seen[user.value] = text
+        return try parse(text, user)
     }
 
     public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
         guard !inTransaction else { throw StoreError.unsupported("nested update of \(user) in one transaction") }
+        // The common case of a login: the record read before the prompt is still the row.
+        // The body runs on it and the change is written in one statement that succeeds only
+        // if the row still holds exactly that text (compare and swap). Any change by another
+        // login since then makes it match no row, and the locked path below runs the body
+        // again on the current row. Either way the body's decision stands on the row as
+        // stored: one success per code, exact counts.
+        if let known = seen[user.value], let before = try? parse(known, user) {
+            var record: UserRecord? = before
+            optimistic = true
+            let outcome: Result<R, any Error>
+            do {
+                outcome = .success(try body(&record))
+            } catch {
+                outcome = .failure(error)
+            }
+            optimistic = false
+            switch outcome {
+            case .failure(let error) where !(error is NeedsLock):
+                throw error
+            case .success(let result) where record == before:
+                return result
+            case .success(let result):
+                if let record {
+                    let text = Self.text(record)
+                    let swapped = try run(
+                        "UPDATE users SET record = $2, updated_at = now() WHERE name = $1 AND record = $3 RETURNING 1",
+                        [user.value, text, known])
+                    if !swapped.isEmpty {
+                        seen[user.value] = text
+                        return result
+                    }
+                }
+            default:
+                break
+            }
+            seen[user.value] = nil
+        }
         // A new row may meet another host inserting the same user: then start again on
         // the row that host made.
         for _ in 0..<3 {
@@ -239,7 +286,9 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
                 }
                 inTransaction = false
             }
-            let before = try parse(locked[1].first?.first ?? nil, user)
+            let lockedText = locked[1].first?.first ?? nil
+            seen[user.value] = lockedText
+            let before = try parse(lockedText, user)
             var record = before
             let result = try body(&record)
             guard record != before else {
@@ -256,14 +305,17 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
                     ])
                     finished = true
                     if inserted[0].isEmpty { continue }
+                    seen[user.value] = Self.text(record)
                     return result
                 }
                 try batch([
                     ("UPDATE users SET record = $2, updated_at = now() WHERE name = $1", [user.value, Self.text(record)]),
                     ("COMMIT", []),
                 ])
+                seen[user.value] = Self.text(record)
             } else {
                 try batch([("DELETE FROM users WHERE name = $1", [user.value]), ("COMMIT", [])])
+                seen[user.value] = nil
             }
             finished = true
             return result
@@ -289,6 +341,8 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     // MARK: Shared state
 
     public func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        // Counted only under the user's row lock, so that a body run twice counts once.
+        if optimistic { throw NeedsLock() }
         let own = !inTransaction
         if own { try run("BEGIN") }
         var committed = false
