@@ -81,9 +81,11 @@ public struct DatabaseSettings {
 /// The shared store: every host's logins and CLI on one PostgreSQL database.
 ///
 /// A user's record is one row holding the same text as the file store's `users/NAME`
-/// (parsed and checked the same way). `update` is one transaction: `SELECT ... FOR UPDATE`
-/// locks the row, the body runs, the new text is written, `COMMIT`. Logins on different
-/// hosts therefore serialise on the row exactly as logins on one host serialise on the lock
+/// (parsed and checked the same way). `update` runs its body on the text this object last
+/// read and writes the result with a compare-and-swap on that text; when the row changed
+/// meanwhile (or never was read) it is one transaction: `SELECT ... FOR UPDATE` locks the
+/// row, the body runs, the new text is written, `COMMIT`. Logins on different hosts
+/// therefore decide on the row as stored, exactly as logins on one host do under the lock
 /// file: one success per code, exact failure counts, one lockout.
 ///
 /// The connection is made on first use and kept for the life of the object (one login, or
