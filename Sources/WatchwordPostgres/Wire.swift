@@ -233,6 +233,12 @@ public final class DatabaseConnection {
             // SSLRequest: length 8, code 80877103.
             try sendRaw([0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F])
             let answer = try readRaw(1)
+            // Nothing may follow the one-byte answer before the handshake: bytes already
+            // read here would later be taken as if they had come through TLS, and someone
+            // on the path could inject them (the flaw libpq fixed as CVE-2021-23222).
+            guard buffer.count == start else {
+                throw DatabaseError(.unreachable, "the server sent data after its answer to the TLS request; refused")
+            }
             if answer == [UInt8(ascii: "S")] {
                 tls = try TLSSession(
                     fd: fd, host: host, mode: options.sslmode, rootCert: options.sslrootcert, clientCert: options.sslcert,

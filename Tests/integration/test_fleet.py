@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -797,3 +798,41 @@ def test_a_rotated_database_password_takes_effect_on_hosts_that_logged_in_before
     finally:
         db.password = old
         db.psql(f"ALTER ROLE watchword PASSWORD '{old}'", db="postgres")
+
+
+def test_bytes_injected_before_the_tls_handshake_are_refused(fleet, db):
+    """A man in the middle answers the TLS request with 'S' and, in the same packet, a
+    plaintext AuthenticationOk and ReadyForQuery. Had the client kept those bytes, it would
+    take them as coming through TLS (libpq's CVE-2021-23222). It must refuse at once."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    seen = []
+
+    def serve():
+        listener.settimeout(10)
+        try:
+            while True:
+                conn, _ = listener.accept()
+                request = conn.recv(8)
+                seen.append(request)
+                conn.sendall(b"S" + b"R\0\0\0\x08\0\0\0\0" + b"Z\0\0\0\x05I")
+                time.sleep(0.5)
+                conn.close()
+        except OSError:
+            return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        a = fleet("a")
+        alice = a.enroll("alice")
+        mitm = fleet("mitm", conninfo=db.conninfo("verify-full", port=port))
+        proc = mitm.cli("list", "--json", check=False)
+        assert proc.returncode != 0 and "after its answer to the TLS request" in proc.stderr, proc
+        res = mitm.conv("alice", [fresh_code(alice["secret"])])
+        assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+        assert seen and seen[0] == b"\0\0\0\x08\x04\xd2\x16\x2f", seen  # it was asked, and refused
+    finally:
+        listener.close()
