@@ -42,7 +42,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "Tests" / "integration"))
 
-from pam_bench import MODULE, SECRET_B32, build_dir, pct, summary, totp  # noqa: E402
+from pam_bench import MODULE, SECRET_B32, build_dir, pamtester_login, pct, summary, totp  # noqa: E402
 from pgserver import PgServer  # noqa: E402
 
 
@@ -182,22 +182,8 @@ class Fleet:
         assert len(listed) == n, (len(listed), n)
         os.sync()
 
-    def env(self) -> dict:
-        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LD_PRELOAD": "libpam_wrapper.so", "PAM_WRAPPER": "1",
-                "PAM_WRAPPER_SERVICE_DIR": str(self.services)}
-
     def login(self, service: str, user: str, code: str) -> tuple[float, int]:
-        # pam_wrapper's copy of the service directory races under heavy parallelism; then
-        # pam_authenticate never runs (the module did not run) and we run it again.
-        for _ in range(8):
-            t = time.perf_counter()
-            proc = subprocess.run(["pamtester", "-v", service, user, "authenticate"], input=code + "\n",
-                                  text=True, capture_output=True, env=self.env())
-            ms = (time.perf_counter() - t) * 1000
-            out = proc.stdout + proc.stderr
-            if "performing operation - authenticate" in out and "no modules loaded" not in out:
-                break
-        return ms, proc.returncode
+        return pamtester_login(self.services, service, user, code)
 
 
 def bench_latency(f: Fleet, n: int) -> dict:

@@ -54,6 +54,27 @@ def build_dir() -> Path:
     sys.exit("build watchword first: swift build -c release --static-swift-stdlib")
 
 
+def pam_env(services: Path) -> dict:
+    """pamtester's environment: libpam through pam_wrapper, with this service directory."""
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LD_PRELOAD": "libpam_wrapper.so", "PAM_WRAPPER": "1",
+            "PAM_WRAPPER_SERVICE_DIR": str(services)}
+
+
+def pamtester_login(services: Path, service: str, user: str, code: str) -> tuple[float, int]:
+    """One timed `pamtester SERVICE USER authenticate` answering `code`: (ms, exit status)."""
+    # pam_wrapper's copy of the service directory races under heavy parallelism (about
+    # 1 in 100 at 32 at once); then pam_authenticate never runs, and we run it again.
+    for _ in range(8):
+        t = time.perf_counter()
+        proc = subprocess.run(["pamtester", "-v", service, user, "authenticate"], input=code + "\n",
+                              text=True, capture_output=True, env=pam_env(services))
+        ms = (time.perf_counter() - t) * 1000
+        out = proc.stdout + proc.stderr
+        if "performing operation - authenticate" in out and "no modules loaded" not in out:
+            break
+    return ms, proc.returncode
+
+
 def totp(at: float | None = None, step: int = 30) -> str:
     counter = int((time.time() if at is None else at) // step)
     mac = hmac.new(SECRET, struct.pack(">Q", counter), hashlib.sha1).digest()
@@ -140,22 +161,8 @@ class Setup:
             p.write_text(template.replace(f"\nuser {prefix}0\n", f"\nuser {prefix}{i}\n"))
             os.chmod(p, 0o600)
 
-    def env(self) -> dict:
-        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LD_PRELOAD": "libpam_wrapper.so", "PAM_WRAPPER": "1",
-                "PAM_WRAPPER_SERVICE_DIR": str(self.services)}
-
     def login(self, service: str, user: str, code: str) -> tuple[float, int]:
-        # pam_wrapper's copy of the service directory races under heavy parallelism (about
-        # 1 in 100 at 32 at once); then pam_authenticate never runs, and we run it again.
-        for _ in range(8):
-            t = time.perf_counter()
-            proc = subprocess.run(["pamtester", "-v", service, user, "authenticate"], input=code + "\n",
-                                  text=True, capture_output=True, env=self.env())
-            ms = (time.perf_counter() - t) * 1000
-            out = proc.stdout + proc.stderr
-            if "performing operation - authenticate" in out and "no modules loaded" not in out:
-                break
-        return ms, proc.returncode
+        return pamtester_login(self.services, service, user, code)
 
 
 CONTENDERS = ["permit", "google-authenticator", "oath", "watchword"]

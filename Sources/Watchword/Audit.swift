@@ -19,6 +19,7 @@ protocol AuditedCommand {
 }
 
 extension AuditedCommand {
+    var auditStateDirectory: String { global.stateDirectory }
     var auditService: String? { nil }
     var auditNote: String? { nil }
 }
@@ -26,50 +27,42 @@ extension AuditedCommand {
 extension Enroll: AuditedCommand {
     var auditEvent: String { "enroll" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension Remove: AuditedCommand {
     var auditEvent: String { "remove" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension Unlock: AuditedCommand {
     var auditEvent: String { "unlock" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension RecoveryCodesCommand: AuditedCommand {
     var auditEvent: String { "recovery-codes" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension SMSTest: AuditedCommand {
     var auditEvent: String { "sms-test" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension Export: AuditedCommand {
     var auditEvent: String { "export" }
     var auditUser: String? { user.name }
-    var auditStateDirectory: String { global.stateDirectory }
 }
 
 extension ImportGoogleAuthenticator: AuditedCommand {
     var auditEvent: String { "import" }
     var auditUser: String? { user }
-    var auditStateDirectory: String { global.stateDirectory }
     var auditNote: String? { "google-authenticator" + (options.dryRun ? ", dry run" : "") }
 }
 
 extension ImportOath: AuditedCommand {
     var auditEvent: String { "import" }
     var auditUser: String? { nil }
-    var auditStateDirectory: String { global.stateDirectory }
     var auditNote: String? { "oath" + (options.dryRun ? ", dry run" : "") }
 }
 

@@ -41,11 +41,18 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
-    /// The shared database, connected and its schema checked.
+    /// The shared database, connected and its schema checked. One connection per command:
+    /// the audit line after the command goes through the one the command used.
     func openDatabase(_ config: Config, checkSchema: Bool = true) throws -> PostgresStore {
-        var settings = DatabaseSettings(config.store)
-        settings.saltedPasswordCache = (try? SecureDirectory.open(stateDirectory)).map { SaltedPasswordFile(root: $0) }
-        let store = PostgresStore(settings: settings)
+        let store: PostgresStore
+        if let opened = openedDatabase, opened.config == configPath {
+            store = opened.store
+        } else {
+            var settings = DatabaseSettings(config.store)
+            settings.saltedPasswordCache = (try? SecureDirectory.open(stateDirectory)).map { SaltedPasswordFile(root: $0) }
+            store = PostgresStore(settings: settings)
+            openedDatabase = (configPath, store)
+        }
         if checkSchema {
             try store.connect()
         } else {
@@ -61,6 +68,9 @@ struct GlobalOptions: ParsableArguments {
         return try openDatabase(config)
     }
 }
+
+/// The database the running command opened (a CLI process runs one command).
+nonisolated(unsafe) private var openedDatabase: (config: String, store: PostgresStore)?
 
 /// Whether to print JSON instead of text.
 struct OutputOptions: ParsableArguments {

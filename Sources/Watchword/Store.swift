@@ -46,7 +46,6 @@ struct StoreInit: ParsableCommand, AuditedCommand {
 
     var auditEvent: String { "store-init" }
     var auditUser: String? { nil }
-    var auditStateDirectory: String { global.stateDirectory }
 
     func run() throws {
         let config = try fleetConfig(global)
@@ -78,7 +77,6 @@ struct StoreMigrate: ParsableCommand, AuditedCommand {
 
     var auditEvent: String { "store-migrate" }
     var auditUser: String? { nil }
-    var auditStateDirectory: String { global.stateDirectory }
 
     func run() throws {
         let config = try fleetConfig(global)
@@ -110,7 +108,6 @@ struct StoreImportFiles: ParsableCommand, AuditedCommand {
 
     var auditEvent: String { "store-import-files" }
     var auditUser: String? { nil }
-    var auditStateDirectory: String { global.stateDirectory }
     var auditNote: String? { dryRun ? "dry run" : nil }
 
     func run() throws {
@@ -222,9 +219,10 @@ func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: 
     }
     findings.append(Finding(.ok, "store.connect", "connected to PostgreSQL \(db.serverVersion / 10000).\(db.serverVersion % 10000)"))
 
-    let conninfo = config.store.postgresConninfo
-    let sslmode = conninfoValue(conninfo, "sslmode") ?? "prefer"
-    let host = conninfoValue(conninfo, "host") ?? ""
+    // It connected, so the conninfo parses.
+    guard let options = try? ConnectionOptions(conninfo: config.store.postgresConninfo) else { return (findings, nil) }
+    let sslmode = options.sslmodeName
+    let host = options.hosts.joined(separator: ",")
     if db.usesTLS {
         let what = [db.tlsAttribute("protocol"), db.tlsAttribute("cipher")].compactMap { $0 }.joined(separator: ", ")
         if sslmode == "verify-full" {
@@ -232,15 +230,15 @@ func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: 
         } else {
             findings.append(Finding(.warn, "store.tls", "TLS (\(what)) but sslmode=\(sslmode): the server's certificate or name is not checked; use sslmode=verify-full"))
         }
-    } else if host.hasPrefix("/") || host.isEmpty {
+    } else if options.hosts.allSatisfy({ $0.hasPrefix("/") }) {
         findings.append(Finding(.ok, "store.tls", "Unix socket: no TLS needed on this host"))
     } else {
         findings.append(Finding(.fail, "store.tls", "the connection to \(host) is not encrypted (sslmode=\(sslmode)): secrets cross the network in the clear; use sslmode=verify-full"))
     }
 
     // The files the TLS set-up trusts: whoever can replace the CA can stand in for the server.
-    for key in ["sslrootcert", "sslcert", "sslkey"] {
-        guard let path = conninfoValue(conninfo, key), path.hasPrefix("/") else { continue }
+    for (key, path) in [("sslrootcert", options.sslrootcert), ("sslcert", options.sslcert), ("sslkey", options.sslkey)] {
+        guard path.hasPrefix("/") else { continue }
         var st = stat()
         if stat(path, &st) != 0 {
             findings.append(Finding(.fail, "store.tls", "\(key) \(path) does not exist"))
@@ -293,24 +291,4 @@ func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: 
         }
     }
     return (findings, records)
-}
-
-/// A value in a libpq `key=value` connection string (no quoting beyond single quotes).
-func conninfoValue(_ conninfo: String, _ key: String) -> String? {
-    for part in conninfo.split(separator: " ") {
-        let pieces = part.split(separator: "=", maxSplits: 1)
-        if pieces.count == 2, pieces[0] == Substring(key) {
-            return String(pieces[1]).trimmingCharacters(in: "'")
-        }
-    }
-    return nil
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in set: Character) -> String {
-        var s = Substring(self)
-        while s.first == set { s = s.dropFirst() }
-        while s.last == set { s = s.dropLast() }
-        return String(s)
-    }
 }

@@ -278,63 +278,20 @@ public final class OfflineCache: @unchecked Sendable {
     public init(root: SecureDirectory) { self.root = root }
 
     private func directory(_ name: String, create: Bool) throws(StoreError) -> SecureDirectory? {
-        do {
-            return try root.subdirectory(name, create: create)
-        } catch .system(let e) where e.errno == ENOENT && !create {
-            return nil
-        } catch {
-            throw .untrusted(error)
-        }
+        try root.optionalSubdirectory(name, create: create)
     }
 
     /// This host's hashing key; made on first use when `create` is set.
     public func cacheKey(create: Bool) throws(StoreError) -> SymmetricKey? {
         if let key { return key }
-        do {
-            if let bytes = try root.read(Self.keyFile, limit: 1024) {
-                guard bytes.count == 32 else {
-                    throw StoreError.corrupt(
-                        path: root.join(Self.keyFile), StateFormatError(line: 0, message: "key is not 32 bytes"))
-                }
-                key = SymmetricKey(bytes: bytes)
-                return key
-            }
-            guard create else { return nil }
-            let locks = try root.subdirectory("locks", create: true)
-            let lock = try locks.lock(".cache-key")
-            defer { lock.release() }
-            if let bytes = try root.read(Self.keyFile, limit: 1024), bytes.count == 32 {
-                key = SymmetricKey(bytes: bytes)
-                return key
-            }
-            guard let fresh = try? SecureRandom.bytes(count: 32) else {
-                throw StoreError.unsupported("the kernel's random number generator failed")
-            }
-            try root.writeAtomically(Self.keyFile, fresh)
-            key = SymmetricKey(bytes: fresh)
-            return key
-        } catch let error as StoreError {
-            throw error
-        } catch let error as FileTrustError {
-            throw .untrusted(error)
-        } catch {
-            throw .unsupported("\(error)")
-        }
+        key = try root.keyFile(Self.keyFile, create: create, lockName: ".cache-key", makeLocks: true)
+        return key
     }
 
     public func entry(_ user: UserName) throws(StoreError) -> OfflineEntry? {
         guard let dir = try directory("cache", create: false) else { return nil }
-        let bytes: [UInt8]?
-        do {
-            bytes = try dir.read(user.value, limit: OfflineEntry.maxFileSize)
-        } catch {
-            throw .untrusted(error)
-        }
-        guard let bytes else { return nil }
-        do {
-            return try OfflineEntry.parse(bytes, expectedUser: user)
-        } catch {
-            throw .corrupt(path: dir.join(user.value), error)
+        return try dir.readParsed(user.value, limit: OfflineEntry.maxFileSize) { (bytes) throws(StateFormatError) in
+            try OfflineEntry.parse(bytes, expectedUser: user)
         }
     }
 
@@ -377,20 +334,15 @@ public final class OfflineCache: @unchecked Sendable {
     }
 
     /// Every user with a cache entry.
-    public func cachedUsers() throws(StoreError) -> [UserName] {
-        guard let dir = try directory("cache", create: false) else { return [] }
-        do {
-            return try dir.entries().compactMap { try? UserName($0) }
-        } catch {
-            throw .untrusted(error)
-        }
-    }
+    public func cachedUsers() throws(StoreError) -> [UserName] { try userNames(in: "cache") }
 
     /// Users with offline events not yet reconciled (an empty directory in normal times).
-    public func pendingUsers() throws(StoreError) -> [UserName] {
-        guard let pending = try directory("pending", create: false) else { return [] }
+    public func pendingUsers() throws(StoreError) -> [UserName] { try userNames(in: "pending") }
+
+    private func userNames(in name: String) throws(StoreError) -> [UserName] {
+        guard let dir = try directory(name, create: false) else { return [] }
         do {
-            return try pending.entries().compactMap { try? UserName($0) }
+            return try dir.entries().compactMap { try? UserName($0) }
         } catch {
             throw .untrusted(error)
         }
@@ -459,26 +411,13 @@ public final class OfflineCache: @unchecked Sendable {
 
     /// The fleet's recovery-code key as this host last saw it (offline recovery codes).
     public func fleetRecoveryKey() throws(StoreError) -> SymmetricKey? {
-        do {
-            guard let bytes = try root.read(Self.recoveryKeyFile, limit: 1024) else { return nil }
-            guard bytes.count == 32 else {
-                throw StoreError.corrupt(
-                    path: root.join(Self.recoveryKeyFile), StateFormatError(line: 0, message: "key is not 32 bytes"))
-            }
-            return SymmetricKey(bytes: bytes)
-        } catch let error as StoreError {
-            throw error
-        } catch let error as FileTrustError {
-            throw .untrusted(error)
-        } catch {
-            throw .unsupported("\(error)")
-        }
+        try root.keyFile(Self.recoveryKeyFile, create: false, lockName: "", makeLocks: false)
     }
 
-    public func saveFleetRecoveryKey(_ key: SymmetricKey) throws {
+    public func saveFleetRecoveryKey(_ key: SymmetricKey) throws(StoreError) {
         let bytes = key.withUnsafeBytes { Array($0) }
         if let current = try fleetRecoveryKey(), current.withUnsafeBytes({ Array($0) }) == bytes { return }
-        try root.writeAtomically(Self.recoveryKeyFile, bytes)
+        try root.writeKey(Self.recoveryKeyFile, bytes)
     }
 
     /// The counters to cache: TOTP from the current step back by the window to the horizon;

@@ -94,13 +94,7 @@ public final class FileStore: StateStore, @unchecked Sendable {
     }
 
     private func directory(_ name: String) throws(StoreError) -> SecureDirectory? {
-        do {
-            return try root.subdirectory(name, create: create)
-        } catch .system(let e) where e.errno == ENOENT && !create {
-            return nil
-        } catch {
-            throw .untrusted(error)
-        }
+        try root.optionalSubdirectory(name, create: create)
     }
 
     public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
@@ -109,17 +103,8 @@ public final class FileStore: StateStore, @unchecked Sendable {
     }
 
     private func read(_ user: UserName, in users: SecureDirectory) throws(StoreError) -> UserRecord? {
-        let bytes: [UInt8]?
-        do {
-            bytes = try users.read(user.value, limit: UserRecord.maxFileSize)
-        } catch {
-            throw .untrusted(error)
-        }
-        guard let bytes else { return nil }
-        do {
-            return try UserRecord.parse(bytes, expectedUser: user)
-        } catch {
-            throw .corrupt(path: users.join(user.value), error)
+        try users.readParsed(user.value, limit: UserRecord.maxFileSize) { (bytes) throws(StateFormatError) in
+            try UserRecord.parse(bytes, expectedUser: user)
         }
     }
 
@@ -183,18 +168,8 @@ public final class FileStore: StateStore, @unchecked Sendable {
             throw StoreError.untrusted(error)
         }
         defer { lock.release() }
-        let before: SMSGlobalState
-        do {
-            if let bytes = try root.read(Self.smsGlobalFile, limit: SMSGlobalState.maxFileSize) {
-                before = try SMSGlobalState.parse(bytes)
-            } else {
-                before = SMSGlobalState()
-            }
-        } catch let error as FileTrustError {
-            throw StoreError.untrusted(error)
-        } catch let error as StateFormatError {
-            throw StoreError.corrupt(path: root.join(Self.smsGlobalFile), error)
-        }
+        let before = try root.readParsed(Self.smsGlobalFile, limit: SMSGlobalState.maxFileSize, SMSGlobalState.parse)
+            ?? SMSGlobalState()
         var state = before
         let result = try body(&state)
         if state != before {
@@ -216,32 +191,6 @@ public final class FileStore: StateStore, @unchecked Sendable {
     }
 
     public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {
-        do {
-            if let bytes = try root.read(Self.keyFile, limit: 1024) {
-                guard bytes.count == 32 else {
-                    throw StoreError.corrupt(
-                        path: root.join(Self.keyFile),
-                        StateFormatError(line: 0, message: "key is \(bytes.count) bytes, not 32"))
-                }
-                return SymmetricKey(bytes: bytes)
-            }
-            guard create, let locks = try directory("locks") else { return nil }
-            let lock = try locks.lock(".recovery-key")
-            defer { lock.release() }
-            if let bytes = try root.read(Self.keyFile, limit: 1024), bytes.count == 32 {
-                return SymmetricKey(bytes: bytes)
-            }
-            guard let fresh = try? SecureRandom.bytes(count: 32) else {
-                throw StoreError.unsupported("the kernel's random number generator failed")
-            }
-            try root.writeAtomically(Self.keyFile, fresh)
-            return SymmetricKey(bytes: fresh)
-        } catch let error as StoreError {
-            throw error
-        } catch let error as FileTrustError {
-            throw .untrusted(error)
-        } catch {
-            throw .unsupported("\(error)")
-        }
+        try root.keyFile(Self.keyFile, create: create, lockName: ".recovery-key", makeLocks: self.create)
     }
 }

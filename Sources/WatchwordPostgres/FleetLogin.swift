@@ -72,7 +72,9 @@ public struct FleetLogin {
                 if try cache.fleetRecoveryKey() == nil, let key = try db.recoveryKey(create: false) {
                     try cache.saveFleetRecoveryKey(key)
                 }
-                try cache.refresh(user, from: try db.load(user), policy: config.policy, now: unixTimeNow())
+                // The record this login read or wrote is the row as it stands: no second query.
+                let record = try db.lastSeen(user) ?? db.load(user)
+                try cache.refresh(user, from: record, policy: config.policy, now: unixTimeNow())
             } catch {
                 conversation.log(.warning, "\(who): offline cache not refreshed: \(error)")
             }

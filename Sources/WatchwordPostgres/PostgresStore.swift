@@ -30,8 +30,8 @@ public struct DatabaseSettings {
             applicationName: applicationName)
     }
 
-    /// libpq waits at least 2 s per connection attempt; a third of the budget leaves room
-    /// for the statements after it.
+    /// A third of the budget, at least 2 s and at most 10, leaves room for the statements
+    /// after it.
     public var connectTimeout: Int { min(max(timeoutSeconds / 3, 2), 10) }
     /// Each statement, and each wait for a row lock, is cut off after this.
     public var statementTimeoutMilliseconds: Int { max(timeoutSeconds * 1000 / 3, 1000) }
@@ -223,6 +223,12 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     private var seen: [String: String] = [:]
     /// Set while `update` runs its body without the row lock.
     private var optimistic = false
+
+    /// The user's record as this object last read or wrote it, without asking the
+    /// database again; nil when it has no such text (then ask with `load`).
+    public func lastSeen(_ user: UserName) -> UserRecord? {
+        seen[user.value].flatMap { try? parse($0, user) }
+    }
 
     /// Raised inside an optimistic body that needs the locked path (the global SMS count).
     private struct NeedsLock: Error {}
