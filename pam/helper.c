@@ -260,6 +260,7 @@ static char *build_header(struct run *r, const struct ww_login *login,
     put_line(&t, "tty", login->tty != NULL ? login->tty : "");
     put_line(&t, "state_dir", r->opts->state_dir);
     put_line(&t, "config", r->opts->config);
+    put_line(&t, "config_required", r->opts->config_named ? "1" : "0");
     put_line(&t, "debug", r->opts->debug ? "1" : "0");
     {
         char timeout[16];

@@ -65,6 +65,7 @@ int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
     opts->helper = WW_DEFAULT_HELPER;
     opts->state_dir = WW_DEFAULT_STATE_DIR;
     opts->config = WW_DEFAULT_CONFIG;
+    opts->config_named = 0;
 
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
@@ -109,6 +110,7 @@ int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
                 ok = 0;
             } else {
                 opts->config = value;
+                opts->config_named = 1;
             }
         } else {
             char shown[64];

@@ -20,6 +20,7 @@ struct ww_options {
     const char *helper;   /* absolute paths; point into argv or defaults */
     const char *state_dir;
     const char *config;
+    int config_named; /* config= was given: the file must exist */
 };
 
 /*

@@ -51,8 +51,21 @@ struct StoreInit: ParsableCommand, AuditedCommand {
         let config = try fleetConfig(global)
         let store = try global.openDatabase(config, checkSchema: false)
         let outcome = try Schema.migrate(store, create: true)
+        try markFleetMember(global.stateDirectory)
         report(outcome)
     }
+}
+
+/// Marks this host's state directory (made when missing) as a fleet member, so that it is
+/// never again read as a local store, whatever the config says later.
+func markFleetMember(_ stateDirectory: String) throws {
+    let root: SecureDirectory
+    do {
+        root = try SecureDirectory.open(stateDirectory, create: true)
+    } catch {
+        throw CLIError("cannot mark \(stateDirectory) as a fleet member: state \(error)")
+    }
+    try FileStore.markFleetMember(root)
 }
 
 func report(_ outcome: Schema.Outcome) {
@@ -114,7 +127,7 @@ struct StoreImportFiles: ParsableCommand, AuditedCommand {
         let config = try fleetConfig(global)
         let files: FileStore
         do {
-            files = try FileStore(path: global.stateDirectory, create: false)
+            files = try FileStore(path: global.stateDirectory, create: false, fleetMember: true)
         } catch {
             if case .untrusted(.system(let e)) = error, e.errno == ENOENT {
                 throw NoStateDirectory(path: global.stateDirectory)
@@ -159,6 +172,7 @@ struct StoreImportFiles: ParsableCommand, AuditedCommand {
             }
             for record in records { try db.put(record) }
         }
+        try markFleetMember(global.stateDirectory)
         for record in records { print("imported \(record.user)") }
         print("\(records.count) user\(records.count == 1 ? "" : "s") imported.")
     }

@@ -80,16 +80,21 @@ public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 extension Config {
-    /// Loads and checks the config file: a missing file means defaults; a file that is a
-    /// symlink, not root's, readable by others, too large, or invalid is an error.
-    public static func load(path: String) throws(ConfigError) -> Config {
+    /// Loads and checks the config file: a missing file means defaults, unless `required`
+    /// (a file named by the module's `config=`: a typo there must not quietly mean another
+    /// store); a file that is a symlink, not root's, readable by others, too large, or
+    /// invalid is an error.
+    public static func load(path: String, required: Bool = false) throws(ConfigError) -> Config {
         let bytes: [UInt8]?
         do {
             bytes = try readTrustedFile(path, limit: TOMLParser.maxSize)
         } catch {
             throw ConfigError("config \(error)")
         }
-        guard let bytes else { return Config() }
+        guard let bytes else {
+            if required { throw ConfigError("config \(path) does not exist (it is named by config= on the module line)") }
+            return Config()
+        }
         return try parse(bytes, path: path)
     }
 

@@ -14,10 +14,17 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     /// failed, or the connection broke). With `offline = "cached"` a login may fall back to
     /// this host's cache; anything else denies.
     case unreachable(String)
+    /// The state directory belongs to a fleet (`FileStore.fleetMarker`) but is opened as a
+    /// local store: the config is missing or says `files`. Reading it would make every fleet
+    /// user "not enrolled", which `nullok` lets through.
+    case fleetMember(path: String)
 
     public var description: String {
         switch self {
         case .unreachable(let why): "the database is unreachable: \(why)"
+        case .fleetMember(let path):
+            "state \(path) belongs to a fleet (\(path)/\(FileStore.fleetMarker) says so) but the config does not say "
+                + "[store] backend = \"postgres\": it is never read as a local store"
         case .untrusted(let e): "state \(e)"
         case .corrupt(let path, let e): "state file \(path) is corrupt: \(e)"
         case .unsupported(let what): what
@@ -75,6 +82,10 @@ public final class FileStore: StateStore, @unchecked Sendable {
     public static let defaultPath = "/var/lib/watchword"
     public static let keyFile = "recovery.key"
     public static let smsGlobalFile = "sms-global"
+    /// Written into a state directory when it joins a fleet (`store init`, `store
+    /// import-files`, the first login through the database); from then on it is never read
+    /// as a local store.
+    public static let fleetMarker = "fleet"
 
     public let path: String
     /// The checked state directory, for what else lives there (the audit log).
@@ -83,11 +94,28 @@ public final class FileStore: StateStore, @unchecked Sendable {
 
     /// Opens the state directory; with `create` (the CLI) it and its subdirectories are made
     /// when missing, never fixed when they exist with the wrong owner or mode.
-    public init(path: String = FileStore.defaultPath, create: Bool) throws(StoreError) {
+    ///
+    /// A directory that has joined a fleet is refused unless `fleetMember` is set (only
+    /// `store import-files`, which copies such a directory's users into the database).
+    public init(path: String = FileStore.defaultPath, create: Bool, fleetMember: Bool = false) throws(StoreError) {
         self.path = path
         self.create = create
         do {
             root = try SecureDirectory.open(path, create: create)
+        } catch {
+            throw .untrusted(error)
+        }
+        if !fleetMember && root.exists(Self.fleetMarker) { throw .fleetMember(path: path) }
+    }
+
+    /// Records that the state directory at `root` belongs to a fleet (once; a no-op when it
+    /// says so already).
+    public static func markFleetMember(_ root: SecureDirectory) throws(StoreError) {
+        guard !root.exists(fleetMarker) else { return }
+        let text = "This watchword state directory belongs to a fleet (store backend postgres).\n"
+            + "It is never read as a local store; see watchword-config.toml(5).\n"
+        do {
+            try root.writeAtomically(fleetMarker, Array(text.utf8))
         } catch {
             throw .untrusted(error)
         }

@@ -14,6 +14,8 @@ struct Header {
     var tty = ""
     var stateDir = ""
     var config = ""
+    /// The module line named the config (`config=`): it must exist.
+    var configRequired = false
     var debug = false
     /// The module's `timeout=`: the longest it waits for each message; bounds the database.
     var timeout = 30
@@ -108,6 +110,9 @@ struct ModuleChannel {
             case "tty": header.tty = value
             case "state_dir": header.stateDir = value
             case "config": header.config = value
+            case "config_required":
+                guard value == "0" || value == "1" else { throw ProtocolError("bad config_required") }
+                header.configRequired = value == "1"
             case "debug": header.debug = value == "1"
             case "timeout":
                 guard let seconds = Int(value), (1...600).contains(seconds) else { throw ProtocolError("bad timeout") }
@@ -116,7 +121,7 @@ struct ModuleChannel {
             }
             guard seen.count <= 16 else { throw ProtocolError("too many header lines") }
         }
-        for required in ["nonce", "user", "service", "state_dir", "config"] where !seen.contains(required) {
+        for required in ["nonce", "user", "service", "state_dir", "config", "config_required"] where !seen.contains(required) {
             throw ProtocolError("'\(required)' missing")
         }
         return header

@@ -66,7 +66,7 @@ var auditUser = shownUser
 var stateRoot: SecureDirectory? = nil
 var auditStore: (any StateStore)? = nil
 do {
-    let config = try Config.load(path: header.config)
+    let config = try Config.load(path: header.config, required: header.configRequired)
     auditUser = canonicalUserName(shownUser)
     let request = LoginRequest(
         user: auditUser, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)

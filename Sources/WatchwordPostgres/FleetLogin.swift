@@ -32,7 +32,8 @@ public struct FleetLogin {
         let who = "user \(request.user)" + (request.rhost.isEmpty ? "" : " from \(request.rhost)")
         var cache: OfflineCache? = nil
         do {
-            localRoot = try SecureDirectory.open(stateDir)
+            // Made when missing: it holds the offline cache and the fleet marker.
+            localRoot = try SecureDirectory.open(stateDir, create: true)
         } catch {
             if config.store.postgresOffline == .cached {
                 conversation.log(.warning, "offline cache unusable (logins are denied while the database is down): state \(error)")
@@ -62,6 +63,14 @@ public struct FleetLogin {
         }
         for line in notes.lines { conversation.log(.warning, line) }
         auditStore = db
+        // The database answered: from now on this state directory is never read as a local
+        // store, even if the config goes missing or says `files`.
+        do {
+            guard let localRoot else { throw StoreError.unsupported("the state directory could not be opened") }
+            try FileStore.markFleetMember(localRoot)
+        } catch {
+            conversation.log(.err, "state directory \(stateDir) not marked as a fleet member: \(error)")
+        }
 
         let flow = LoginFlow(config: config, store: db, smsGateway: smsGateway)
         let outcome = flow.run(request, conversation: &conversation)

@@ -52,7 +52,7 @@ public struct Doctor {
         let stacks = Service.allCases.map { service in (service, loadStack(service)) }
         checkInstall(stacks: stacks)
         let config = checkConfig()
-        var records = checkState()
+        var records = checkState(config)
         if let config, config.store.backend == .postgres {
             if let checkDatabase {
                 let (found, fleet) = checkDatabase(config)
@@ -135,6 +135,17 @@ public struct Doctor {
             }
         }
 
+        var namedConfigs: [String] = []
+        for rule in rules {
+            for argument in rule.arguments where argument.hasPrefix("config=") {
+                let path = String(argument.dropFirst("config=".count))
+                if !namedConfigs.contains(path) { namedConfigs.append(path) }
+            }
+        }
+        for path in namedConfigs where root.status(path) == nil {
+            add(.fail, "config", "\(root.display(path)) is named by config= on a module line but does not exist: the module denies every login through that line")
+        }
+
         var modules: [String] = []
         for rule in rules where !modules.contains(rule.module) { modules.append(rule.module) }
         if modules.isEmpty { modules = [InstalledLayout.moduleName] }
@@ -175,15 +186,24 @@ public struct Doctor {
         }
     }
 
-    private mutating func checkState() -> [UserRecord]? {
+    private mutating func checkState(_ config: Config?) -> [UserRecord]? {
         let path = installation.stateDirectory
         guard let st = root.status(path) else {
             add(.warn, "state", "\(root.display(path)) does not exist: nobody is enrolled")
             return []
         }
+        let fleet = config?.store.backend == .postgres
+        if !fleet, root.status(path + "/" + FileStore.fleetMarker) != nil {
+            add(
+                .fail, "state.fleet",
+                "\(root.display(path)) belongs to a fleet (\(FileStore.fleetMarker) marker) but "
+                    + "\(root.display(installation.configPath)) \(config == nil ? "is unusable" : root.status(installation.configPath) == nil ? "is missing" : "says backend = \"files\""): "
+                    + "the module denies every login until the config says backend = \"postgres\"")
+            return nil
+        }
         var problems: [String] = []
         walk(path, st, &problems)
-        let (records, unreadable) = installation.records()
+        let (records, unreadable) = installation.records(fleetMember: fleet)
         problems += unreadable.filter { text in !problems.contains { text.contains($0) } }
         if problems.isEmpty {
             add(.ok, "state", "\(root.display(path)): root, 0700; every file root, 0600")

@@ -73,10 +73,10 @@ public struct Installation {
     }
 
     /// Users with a record, loaded (for lockouts); unreadable ones reported by name.
-    public func records() -> (records: [UserRecord], problems: [String]) {
+    public func records(fleetMember: Bool = false) -> (records: [UserRecord], problems: [String]) {
         guard root.exists(stateDirectory) else { return ([], []) }
         do {
-            let store = try FileStore(path: root.host(stateDirectory), create: false)
+            let store = try FileStore(path: root.host(stateDirectory), create: false, fleetMember: fleetMember)
             var records: [UserRecord] = []
             var problems: [String] = []
             for user in try store.users() {

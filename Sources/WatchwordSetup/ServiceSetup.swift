@@ -46,6 +46,10 @@ public struct ServiceSetup {
         guard let current = try root.read(pamFile) else {
             throw SetupError("\(root.display(pamFile)) does not exist: is \(service == .sshd ? "openssh-server" : "sudo") installed?")
         }
+        if installation.configPath != Config.defaultPath && root.status(installation.configPath) == nil {
+            throw SetupError(
+                "\(root.display(installation.configPath)) does not exist: a module line naming it with config= denies every login; create it first (root, 0600; an empty file means the defaults)")
+        }
         var moduleOptions = installation.moduleOptions
         if options.nullok { moduleOptions.insert("nullok", at: 0) }
         let placement: PAMEdit.Placement = service == .sshd && options.withPublickey ? .replaceCommonAuth : .afterCommonAuth

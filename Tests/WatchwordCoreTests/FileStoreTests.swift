@@ -48,6 +48,21 @@ struct FileStoreTests {
         #expect(storeErrorKind { _ = try FileStore(path: path, create: true) } == "untrusted.notAbsolute")
     }
 
+    @Test("a state dir marked as a fleet member is never opened as a local store, with or without create")
+    func fleetMemberRefused() throws {
+        let f = try StoreFixture()
+        let store = try f.store(create: true)
+        try store.update(Fixture.alice) { $0 = Fixture.totpRecord() }
+        try FileStore.markFleetMember(store.root)
+        try FileStore.markFleetMember(store.root)  // once is enough; again changes nothing
+        #expect(try mode(f.statePath + "/" + FileStore.fleetMarker) == 0o600)
+        #expect(storeErrorKind { _ = try f.store(create: false) } == "fleetMember")
+        #expect(storeErrorKind { _ = try f.store(create: true) } == "fleetMember")
+        // Only import-files reads such a directory, to copy its users into the database.
+        let member = try FileStore(path: f.statePath, create: false, fleetMember: true)
+        #expect(try member.load(Fixture.alice) == Fixture.totpRecord())
+    }
+
     @Test("without create, a missing state dir is an error and is not made")
     func missingWithoutCreate() throws {
         let f = try StoreFixture()

@@ -168,8 +168,18 @@ def _pam_wrapper_failed(output: str) -> bool:
     when many clients start at once (seen: about 1 in 100 at 32 in parallel). Then
     pam_authenticate is never called, or finds no modules: the module never ran, so
     running the client again is safe and is not a retry of the module's decision."""
-    return ("performing operation - authenticate" not in output
-            or "no modules loaded for" in output)
+    return not _module_ran(output) and ("performing operation - authenticate" not in output
+                                        or _wrapper_setup_failed(output))
+
+
+def _module_ran(output: str) -> bool:
+    """The module logged its summary line: its decision stands, never run it again."""
+    return " outcome=" in output
+
+
+def _wrapper_setup_failed(output: str) -> bool:
+    return ("no modules loaded for" in output
+            or "Failed to create pam_wrapper config dir" in output)
 
 
 def run_pam_client(service_dir: Path, service: str, user: str,
@@ -179,10 +189,14 @@ def run_pam_client(service_dir: Path, service: str, user: str,
     """Run pam_client.py (scripted conversation, see its docstring)."""
     argv = [sys.executable, str(PAM_CLIENT), service, user,
             json.dumps(list(responses)), str(flags)]
-    start = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True,
-                          env=pam_env(service_dir, env_extra), timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    for _attempt in range(8):
+        start = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              env=pam_env(service_dir, env_extra), timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        output = proc.stdout + proc.stderr
+        if _module_ran(output) or not _wrapper_setup_failed(output):
+            break
     run = PamRun(proc.returncode, proc.stdout, proc.stderr,
                  time.monotonic() - start)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]

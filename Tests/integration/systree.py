@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import INTEGRATION_DIR, MODULE_PATH, install_helper, make_root_dir
+from conftest import INTEGRATION_DIR, MODULE_PATH, REPO_ROOT, install_helper, make_root_dir
 from ww import CLI, HELPER, secret_of
 
 FIXTURES = INTEGRATION_DIR / "fixtures"
@@ -64,6 +64,8 @@ class Tree:
         self.helper = install_helper(HELPER, make_root_dir(self.path("/usr/local/libexec/watchword")))
         install_helper(CLI, make_root_dir(self.path("/usr/local/sbin")), name="watchword")
         make_root_dir(self.path("/etc/watchword"), 0o700)
+        # As install.sh leaves it: the config template (module_args names it with config=).
+        self.write("/etc/watchword/config.toml", (REPO_ROOT / "install" / "config.toml").read_bytes(), mode=0o600)
         make_root_dir(self.path("/var/lib"), 0o755)
         self.secrets: dict[str, str] = {}
         for user in enrolled:

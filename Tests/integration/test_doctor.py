@@ -246,3 +246,20 @@ def test_phone_numbers_without_a_provider(good):
     _, checks = good.doctor()
     assert findings(checks, "warn", "sms") == [
         'sms.provider is "none" but bob has a phone number: no texts are sent (users with only SMS cannot log in)']
+
+
+def test_a_missing_named_config_and_a_fleet_directory_read_as_files_fail(good):
+    sudo = good.text(SUDO)
+    good.write(SUDO, sudo.replace("pam_watchword.so", "pam_watchword.so config=/etc/watchword/typo.toml"))
+    rc, checks = good.doctor()
+    assert rc != 0
+    assert ("/etc/watchword/typo.toml is named by config= on a module line but does not exist: the module "
+            "denies every login through that line") in findings(checks, "fail", "config"), checks
+    good.write(SUDO, sudo)
+    assert good.doctor()[0] == 0
+    good.write("/var/lib/watchword/fleet", "This watchword state directory belongs to a fleet.\n", mode=0o600)
+    rc, checks = good.doctor()
+    assert rc != 0
+    fails = findings(checks, "fail", "state.fleet")
+    assert len(fails) == 1 and "/var/lib/watchword belongs to a fleet (fleet marker)" in fails[0], checks
+    assert 'the module denies every login until the config says backend = "postgres"' in fails[0]

@@ -208,6 +208,7 @@ def test_a_hand_written_module_line_is_left_alone(tree):
 
 def test_state_dir_and_config_become_module_options(tree):
     shutil.copytree(tree.path("/var/lib/watchword"), tree.path("/srv/ww"))
+    tree.write("/srv/ww.toml", "", mode=0o600)
     res = tree.cli("enable", "sudo", "--state-dir", "/srv/ww", "--config", "/srv/ww.toml")
     assert res.returncode == 0, res.stderr
     assert ("auth       required   pam_watchword.so state_dir=/srv/ww config=/srv/ww.toml   "
@@ -255,3 +256,15 @@ def test_enabled_debian_sudo_asks_for_the_password_then_the_code(tree, tmp_path)
         assert nopass.returncode != 0 and "Verification code:" not in nopass.stderr, nopass.stderr
     finally:
         user.remove()
+
+
+def test_enable_refuses_to_name_a_config_that_does_not_exist(tree):
+    before = tree.etc_snapshot()
+    res = tree.cli("enable", "sudo", "--config", "/etc/watchword/typo.toml")
+    assert res.returncode != 0
+    assert "/etc/watchword/typo.toml does not exist: a module line naming it with config= denies every login" in res.stderr
+    assert tree.etc_snapshot() == before
+    tree.write("/etc/watchword/other.toml", "", mode=0o600)
+    res = tree.cli("enable", "sudo", "--config", "/etc/watchword/other.toml")
+    assert res.returncode == 0, res.stderr
+    assert "config=/etc/watchword/other.toml" in tree.text("/etc/pam.d/sudo")

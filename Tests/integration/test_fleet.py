@@ -481,8 +481,13 @@ def test_import_files_then_every_user_logs_in_through_the_database(fleet, db, tm
     dry = a.store("import-files", "--dry-run", state=files.state)
     assert "alice" in dry.stdout + dry.stderr
     assert json.loads(b.cli("list", "--json").stdout) == []
+    assert not (files.state / "fleet").exists()  # a dry run marks nothing
     a.store("import-files", state=files.state)
     assert user_state() == files_snapshot  # the users' files are read, not changed
+    # The imported directory has joined the fleet: its old records never decide a login again.
+    assert (files.state / "fleet").stat().st_mode & 0o777 == 0o600
+    stale = run_pamtester(service_dir, "files", "alice", next_step_code(alice["secret"], used_alice) + "\n")
+    assert stale.rc == 1 and stale.logged("belongs to a fleet"), stale.output
     listed = sorted(u["user"] for u in json.loads(b.cli("list", "--json").stdout))
     assert listed == ["alice", "bob", "carol", "dave", "hal"]
     for user, old in before.items():
@@ -514,6 +519,28 @@ def test_import_files_then_every_user_logs_in_through_the_database(fleet, db, tm
         a.store("init")
         b.store("migrate")
     assert len(json.loads(a.cli("list", "--json").stdout)) == 5
+
+
+def test_joining_a_fleet_marks_the_state_directory(fleet, db):
+    a = fleet("a")  # runs store init
+    b = fleet("b")
+    assert (a.state / "fleet").exists() and not (b.state / "fleet").exists()
+    alice = a.enroll("alice")
+    code = fresh_code(alice["secret"])
+    assert b.login("alice", code).rc == 0  # the first login through the database marks b
+    marker = b.state / "fleet"
+    st = marker.stat()
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o600
+    # b loses its config (or it says files): b's state directory is not a local store,
+    # so neither alice nor an unenrolled user is let through, also with nullok.
+    b.write_config('[store]\nbackend = "files"\n')
+    b.set_module_args("nullok")
+    write_service(b.service_dir, b.service, [f"auth required {b.pam_module} {b.args('nullok')}",
+                                             "auth required pam_permit.so"])
+    for user, answer in (("alice", next_step_code(alice["secret"], code)), ("nobody-here", "")):
+        res = b.login(user, answer)
+        assert res.rc == 1 and res.logged("belongs to a fleet"), res.output
+    assert "belongs to a fleet" in b.cli("list", check=False).stderr
 
 
 def test_import_files_is_all_or_nothing(fleet, tmp_path, helper_dir):

@@ -112,6 +112,7 @@ def test_correct_code_succeeds_and_header_is_exact(run_pam, good_helper,
         "tty ssh",
         "state_dir /var/lib/watchword",
         "config /etc/watchword/config.toml",
+        "config_required 0",
         "debug 0",
         "timeout 10",
         "end",
@@ -132,6 +133,7 @@ def test_options_reach_the_header_and_nonce_is_fresh(run_pam, good_helper,
     assert first["rhost"] == "" and first["tty"] == ""
     assert first["state_dir"] == "/srv/watchword"
     assert first["config"] == "/etc/ww/other.toml"
+    assert first["config_required"] == "1"  # named on the module line: it must exist
     assert first["debug"] == "1"
     assert first["timeout"] == "10"
     # debug adds detail to the log

@@ -44,6 +44,8 @@ class Watchword:
         self.etc = make_root_dir(self.base / "etc", 0o700)
         self.config = self.etc / "config.toml"
         self.helper = install_helper(HELPER, helper_dir)
+        # args() names this file with config=, which must exist: start with the defaults.
+        self.write_config("")
 
     # --- CLI -------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, input: str | None = None,

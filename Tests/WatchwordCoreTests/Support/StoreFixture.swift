@@ -49,6 +49,7 @@ extension StoreError {
         case .corrupt: "corrupt"
         case .unsupported: "unsupported"
         case .unreachable: "unreachable"
+        case .fleetMember: "fleetMember"
         }
     }
 }

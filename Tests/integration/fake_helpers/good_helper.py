@@ -14,7 +14,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORD = os.path.join(HERE, "record.json")
-KEYS = ["nonce", "user", "service", "rhost", "tty", "state_dir", "config", "debug", "timeout"]
+KEYS = ["nonce", "user", "service", "rhost", "tty", "state_dir", "config", "config_required", "debug",
+        "timeout"]
 
 
 class Conn:
