@@ -54,12 +54,30 @@ public struct SMSSettings: Sendable, Equatable {
     public var maxPerHourTotal = 100
     /// Bounds each send and each check (the PAM module's `timeout=` must be larger).
     public var timeoutSeconds = 10
+    /// `sms.command.argv`: the program and its words; `{phone}` is replaced. The text goes
+    /// to the program's standard input, never into its argv (see `commandArgvProblem`).
     public var commandArgv: [String] = []
     public var twilio = Twilio()
     public var twilioVerify = TwilioVerify()
     public var nomado = Nomado()
 
     public init() {}
+
+    /// The smallest `sms.code_digits`: with fewer, a texted code is too easy to guess
+    /// (4 digits and 3 tries per text is 1 in 3,333).
+    public static let codeDigitsRange = 6...10
+
+    /// Placeholders that would put the text, code included, into the program's argv, which
+    /// every local user can read in /proc/PID/cmdline.
+    public static let commandForbiddenPlaceholders = ["{message}", "{code}"]
+
+    /// Why `argv` may not be run as `sms.command.argv`, or nil when it may.
+    public static func commandArgvProblem(_ argv: [String]) -> String? {
+        for placeholder in commandForbiddenPlaceholders where argv.contains(where: { $0.contains(placeholder) }) {
+            return "sms.command.argv contains \(placeholder): the code must not be on the command line, where every local user can read it; the text is written to the program's standard input (e.g. [\"/usr/bin/gammu-smsd-inject\", \"TEXT\", \"{phone}\"])"
+        }
+        return nil
+    }
 }
 
 /// `[store]`: where state lives.
@@ -122,13 +140,19 @@ extension Config {
         }
 
         config.sms.provider = try reader.choice("sms.provider", default: .none)
-        config.sms.codeDigits = try reader.int("sms.code_digits", 4...10, default: 6)
+        config.sms.codeDigits = try reader.int("sms.code_digits", SMSSettings.codeDigitsRange, default: 6)
         config.sms.codeTTLSeconds = try reader.int("sms.code_ttl_seconds", 30...3600, default: 300)
         config.sms.resendIntervalSeconds = try reader.int("sms.resend_interval_seconds", 0...3600, default: 30)
         config.sms.maxPerHour = try reader.int("sms.max_per_hour", 1...1000, default: 5)
         config.sms.maxPerHourTotal = try reader.int("sms.max_per_hour_total", 1...100_000, default: 100)
         config.sms.timeoutSeconds = try reader.int("sms.timeout_seconds", 1...120, default: 10)
         config.sms.commandArgv = try reader.strings("sms.command.argv")
+        // Whatever the provider: an argv that would put the code on the command line is
+        // never right, and should not wait to be found until someone switches to it.
+        if let problem = SMSSettings.commandArgvProblem(config.sms.commandArgv) {
+            let line = document.entries["sms.command.argv"].map { "line \($0.line): " } ?? ""
+            throw ConfigError("\(path): \(line)\(problem)")
+        }
         config.sms.twilio.accountSid = try reader.string("sms.twilio.account_sid")
         config.sms.twilio.authToken = try reader.string("sms.twilio.auth_token")
         config.sms.twilio.from = try reader.string("sms.twilio.from")
@@ -170,8 +194,8 @@ extension Config {
                     "\(path): sms.provider is \"command\" but sms.command.argv is not a list starting with an absolute program path"
                 )
             }
-            for placeholder in ["{phone}", "{message}"] where !sms.commandArgv.contains(where: { $0.contains(placeholder) }) {
-                throw ConfigError("\(path): sms.command.argv has no \(placeholder): the text would not reach the user")
+            if !sms.commandArgv.contains(where: { $0.contains("{phone}") }) {
+                throw ConfigError("\(path): sms.command.argv has no {phone}: the text would not reach the user")
             }
         case .twilio:
             try need("sms.twilio.account_sid", sms.twilio.accountSid)

@@ -39,7 +39,7 @@ let designExample = """
     timeout_seconds = 10
 
     [sms.command]              # e.g. a GSM modem through gammu-smsd-inject
-    argv = ["/usr/bin/gammu-smsd-inject", "TEXT", "{phone}", "-text", "{message}"]
+    argv = ["/usr/bin/gammu-smsd-inject", "TEXT", "{phone}"]   # the text arrives on stdin
 
     [sms.twilio]               # Twilio Messages API; watchword makes the code
     account_sid = "AC..."
@@ -109,7 +109,7 @@ struct ConfigKeysTests {
         #expect(config.sms.resendIntervalSeconds == 30)
         #expect(config.sms.maxPerHour == 5)
         #expect(config.sms.timeoutSeconds == 10)
-        #expect(config.sms.commandArgv == ["/usr/bin/gammu-smsd-inject", "TEXT", "{phone}", "-text", "{message}"])
+        #expect(config.sms.commandArgv == ["/usr/bin/gammu-smsd-inject", "TEXT", "{phone}"])
         #expect(config.sms.twilio.accountSid == "AC...")
         #expect(config.sms.twilio.authToken == "...")
         #expect(config.sms.twilio.from == "+15550000000")
@@ -203,12 +203,11 @@ struct ConfigKeysTests {
             [sms.command]
             argv = [
               "/usr/local/bin/send-sms",  # the program
+              # the number
               "{phone}",
-              # the text
-              "{message}",
             ]
             """)
-        #expect(config.sms.commandArgv == ["/usr/local/bin/send-sms", "{phone}", "{message}"])
+        #expect(config.sms.commandArgv == ["/usr/local/bin/send-sms", "{phone}"])
     }
 
     @Test("CRLF line endings, blank lines and comments are accepted")

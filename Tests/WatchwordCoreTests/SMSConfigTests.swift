@@ -28,26 +28,52 @@ struct SMSConfigTests {
             Array(
                 """
                 [sms]
-                code_digits = 4
+                code_digits = 6
                 code_ttl_seconds = 30
                 resend_interval_seconds = 0
                 max_per_hour = 1
                 timeout_seconds = 1
                 """.utf8))
-        #expect(low.sms.codeDigits == 4 && low.sms.codeTTLSeconds == 30 && low.sms.resendIntervalSeconds == 0)
+        #expect(low.sms.codeDigits == 6 && low.sms.codeTTLSeconds == 30 && low.sms.resendIntervalSeconds == 0)
         #expect(low.sms.maxPerHour == 1 && low.sms.timeoutSeconds == 1)
         #expect(refusal("[sms]\ncode_digits = 11\n").contains("sms.code_digits"))
         #expect(refusal("[sms]\ncode_ttl_seconds = 29\n").contains("sms.code_ttl_seconds"))
         #expect(refusal("[sms]\ntimeout_seconds = 121\n").contains("sms.timeout_seconds"))
     }
 
-    @Test("the command provider's argv must carry {phone} and {message}")
-    func commandPlaceholders() throws {
+    @Test("sms.code_digits below 6 is refused, naming the key")
+    func fewDigits() throws {
+        #expect(SMSSettings.codeDigitsRange == 6...10)
+        for digits in [-1, 0, 4, 5] {
+            let message = refusal("[sms]\ncode_digits = \(digits)\n")
+            #expect(message.contains("line 2: sms.code_digits = \(digits) is out of range (6 to 10)"), "\(message)")
+        }
+        #expect(try Config.parse(Array("[sms]\ncode_digits = 10\n".utf8)).sms.codeDigits == 10)
+    }
+
+    @Test("the command provider's argv must carry {phone}, inside a word too")
+    func commandPhone() throws {
         let head = "[sms]\nprovider = \"command\"\n[sms.command]\n"
-        #expect(refusal(head + "argv = [\"/usr/bin/send\", \"{phone}\"]\n").contains("{message}"))
-        #expect(refusal(head + "argv = [\"/usr/bin/send\", \"{message}\"]\n").contains("{phone}"))
-        let inside = try Config.parse(Array((head + "argv = [\"/usr/bin/send\", \"--to={phone}\", \"--text={message}\"]\n").utf8))
-        #expect(inside.sms.commandArgv.count == 3)
+        #expect(refusal(head + "argv = [\"/usr/bin/send\", \"TEXT\"]\n").contains("sms.command.argv has no {phone}"))
+        let inside = try Config.parse(Array((head + "argv = [\"/usr/bin/send\", \"--to={phone}\"]\n").utf8))
+        #expect(inside.sms.commandArgv == ["/usr/bin/send", "--to={phone}"])
+    }
+
+    @Test("{message} or {code} anywhere in sms.command.argv is refused, whatever the provider")
+    func commandCodeNotInArgv() throws {
+        for provider in ["command", "none", "twilio"] {
+            let head = "[sms]\nprovider = \"\(provider)\"\n[sms.twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+15550000000\"\n[sms.command]\n"
+            for (word, placeholder) in [("{message}", "{message}"), ("--text={message}", "{message}"), ("{code}", "{code}"),
+                                        ("code:{code}!", "{code}")] {
+                let message = refusal(head + "argv = [\"/usr/bin/send\", \"{phone}\", \"\(word)\"]\n")
+                #expect(message.contains("line 8: sms.command.argv contains \(placeholder)"), "\(provider) \(word): \(message)")
+                #expect(message.contains("standard input"))
+            }
+        }
+        // Other braces are words like any other.
+        let other = try Config.parse(Array("[sms]\nprovider = \"command\"\n[sms.command]\nargv = [\"/usr/bin/send\", \"{phone}\", \"{text}\", \"{MESSAGE}\"]\n".utf8))
+        #expect(other.sms.commandArgv.count == 4)
+        #expect(SMSSettings.commandArgvProblem(["/usr/bin/send", "{phone}"]) == nil)
     }
 
     @Test("a plain http:// api_base is refused unless it is loopback")

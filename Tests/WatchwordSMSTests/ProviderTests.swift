@@ -197,11 +197,11 @@ struct ProviderRequestTests {
 
 @Suite("The command provider")
 struct CommandSenderTests {
-    @Test("{phone} and {message} are replaced in one pass, inside words too")
+    @Test("{phone} is replaced in one pass, inside words too; nothing else is")
     func expand() {
-        #expect(CommandSender.expand(["/bin/x", "TEXT", "{phone}", "-text", "{message}", "--to={phone}!", "{other}", "{"],
-                                     phone: "+1555", message: "hi {phone} {message}")
-            == ["/bin/x", "TEXT", "+1555", "-text", "hi {phone} {message}", "--to=+1555!", "{other}", "{"])
+        #expect(CommandSender.expand(["/bin/x", "TEXT", "{phone}", "--to={phone}!", "{other}", "{", "{phon}"],
+                                     phone: "+1555{phone}")
+            == ["/bin/x", "TEXT", "+1555{phone}", "--to=+1555{phone}!", "{other}", "{", "{phon}"])
     }
 
     func script(_ body: String) throws -> (TemporaryDirectory, String) {
@@ -216,7 +216,7 @@ struct CommandSenderTests {
         return (dir, path)
     }
 
-    @Test("the program gets the words, a fixed environment and no descriptors beyond 0-2")
+    @Test("the text goes to stdin, argv carries the phone only, a fixed environment, no descriptors beyond 0-2")
     func runs() throws {
         let dir = try TemporaryDirectory("smscmd")
         let out = dir.sub("seen")
@@ -225,19 +225,66 @@ struct CommandSenderTests {
             import os, sys
             fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))
             links = [os.readlink('/proc/self/fd/%d' % f) for f in fds if f < 3]
-            open(sys.argv[3], 'w').write('|'.join(sys.argv[1:3]) + '\\n' + repr(fds) + '\\n' + repr(links) + '\\n'
-                + repr(sorted(k for k in os.environ if k not in ('LC_CTYPE',))) + '\\n')
+            text = sys.stdin.read()
+            env = open('/proc/self/environ', 'rb').read().decode()
+            open(sys.argv[2], 'w').write(repr(sys.argv[1:]) + '\\n' + repr(fds) + '\\n' + repr(links) + '\\n'
+                + repr(sorted(k for k in os.environ if k not in ('LC_CTYPE',))) + '\\n'
+                + repr(text) + '\\n' + repr(any(text in w for w in sys.argv) or text in env) + '\\n')
             """
         let leak = open("/dev/null", O_RDONLY)  // not close-on-exec
         defer { close(leak) }
-        try CommandSender(argv: ["/usr/bin/python3", "-c", probe, "{phone}", "{message}", out], timeoutSeconds: 10)
+        try CommandSender(argv: ["/usr/bin/python3", "-c", probe, "{phone}", out], timeoutSeconds: 10)
             .send("code 123456", to: phone)
         let lines = String(decoding: try Posix.read(out), as: UTF8.self).split(separator: "\n").map(String.init)
-        #expect(lines[0] == "+14155550123|code 123456")
+        #expect(lines[0] == "['+14155550123', '\(out)']")
         // 0-2 and the one listdir() had open while listing.
         #expect(lines[1] == "[0, 1, 2, 3]", "leaked \(leak)?")
-        #expect(lines[2] == "['/dev/null', '/dev/null', '/dev/null']")
+        #expect(lines[2].hasPrefix("['pipe:["))
+        #expect(lines[2].hasSuffix("'/dev/null', '/dev/null']"))
         #expect(lines[3] == "['LANG', 'PATH']")
+        // Exactly the text, then end of file: no newline added.
+        #expect(lines[4] == "'code 123456'")
+        #expect(lines[5] == "False")
+    }
+
+    @Test("{message} or {code} in argv: refused, the program never runs")
+    func refusesTheCodeInArgv() throws {
+        let (dir, path) = try script("touch \"$0.ran\"")
+        _ = dir
+        for argv in [[path, "{phone}", "{message}"], [path, "{phone}", "--text={code}"]] {
+            #expect(throws: SMSError.self) {
+                try CommandSender(argv: argv, timeoutSeconds: 5).send("code 123456", to: phone)
+            }
+        }
+        #expect(access(path + ".ran", F_OK) != 0)
+    }
+
+    @Test("a program that never reads its stdin, or exits before, neither blocks nor kills the sender")
+    func unreadStdin() throws {
+        // SIGPIPE as the default, as in a process that does not ignore it (the CLI).
+        let old = signal(SIGPIPE, SIG_DFL)
+        defer { signal(SIGPIPE, old) }
+        let (dir, path) = try script("exec 0<&-\nsleep 0.2")
+        _ = dir
+        let long = String(repeating: "x", count: CommandSender.maxMessageBytes)
+        try CommandSender(argv: [path, "{phone}"], timeoutSeconds: 5).send(long, to: phone)
+        let (dir2, quick) = try script("exit 0")
+        _ = dir2
+        try CommandSender(argv: [quick, "{phone}"], timeoutSeconds: 5).send(long, to: phone)
+    }
+
+    @Test("a long text arrives whole; one over the bound is refused before anything runs")
+    func longText() throws {
+        let (dir, path) = try script("cat > \"$0.got\"")
+        _ = dir
+        let long = String((0..<CommandSender.maxMessageBytes).map { Character(String($0 % 10)) })
+        try CommandSender(argv: [path, "{phone}"], timeoutSeconds: 10).send(long, to: phone)
+        #expect(try Posix.read(path + ".got") == Array(long.utf8))
+        unlink(path + ".got")
+        #expect(throws: SMSError.self) {
+            try CommandSender(argv: [path, "{phone}"], timeoutSeconds: 10).send(long + "x", to: phone)
+        }
+        #expect(access(path + ".got", F_OK) != 0)
     }
 
     @Test("a non-zero exit, a signal and a missing program are failed sends")
@@ -245,25 +292,25 @@ struct CommandSenderTests {
         let (dir, path) = try script("exit 3")
         _ = dir
         #expect(throws: SMSError(.commandFailed, "command \(path) exited with status 3")) {
-            try CommandSender(argv: [path, "{phone}", "{message}"], timeoutSeconds: 5).send("x", to: phone)
+            try CommandSender(argv: [path, "{phone}"], timeoutSeconds: 5).send("x", to: phone)
         }
         let (dir2, killed) = try script("kill -TERM $$")
         _ = dir2
         #expect(throws: SMSError(.commandFailed, "command \(killed) was killed by signal 15")) {
-            try CommandSender(argv: [killed, "{phone}", "{message}"], timeoutSeconds: 5).send("x", to: phone)
+            try CommandSender(argv: [killed, "{phone}"], timeoutSeconds: 5).send("x", to: phone)
         }
         #expect(throws: SMSError.self) {
-            try CommandSender(argv: ["/nonexistent/send", "{phone}", "{message}"], timeoutSeconds: 5).send("x", to: phone)
+            try CommandSender(argv: ["/nonexistent/send", "{phone}"], timeoutSeconds: 5).send("x", to: phone)
         }
     }
 
-    @Test("a program that hangs is killed with its children after timeout_seconds")
+    @Test("a program that hangs without reading its stdin is killed with its children after timeout_seconds")
     func timeout() throws {
         let (dir, path) = try script("sleep 30 & echo $! > \"$0.child\"; sleep 30")
         _ = dir
         let start = CommandSender.monotonicMilliseconds()
         #expect(throws: SMSError(.timeout, "command \(path) did not finish within 1 seconds; killed")) {
-            try CommandSender(argv: [path, "{phone}", "{message}"], timeoutSeconds: 1).send("x", to: phone)
+            try CommandSender(argv: [path, "{phone}"], timeoutSeconds: 1).send("x", to: phone)
         }
         let elapsed = CommandSender.monotonicMilliseconds() - start
         #expect(elapsed >= 1000 && elapsed < 3000)

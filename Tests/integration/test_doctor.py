@@ -229,7 +229,7 @@ def test_clock(good, tmp_path):
 def test_sms_provider_is_reported(good):
     good.write("/usr/local/bin/send-sms", "#!/bin/sh\nexit 0\n", mode=0o755)
     good.write("/etc/watchword/config.toml",
-               '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/usr/local/bin/send-sms", "{phone}", "{message}"]\n',
+               '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/usr/local/bin/send-sms", "{phone}"]\n',
                mode=0o600)
     _, checks = good.doctor()
     assert findings(checks, "warn", "sms") == []
@@ -238,6 +238,18 @@ def test_sms_provider_is_reported(good):
     _, checks = good.doctor()
     assert findings(checks, "warn", "sms") == [
         "sms.command.argv names /usr/local/bin/send-sms, which is not an executable file: every text fails"]
+
+
+def test_code_on_the_command_line_or_few_digits_fail_the_config(good):
+    good.write("/usr/local/bin/send-sms", "#!/bin/sh\nexit 0\n", mode=0o755)
+    command = '[sms]\nprovider = "command"\n[sms.command]\nargv = ["/usr/local/bin/send-sms", "{phone}", '
+    for text, says in [(command + '"{message}"]\n', "sms.command.argv contains {message}"),
+                       (command + '"-t{code}"]\n', "sms.command.argv contains {code}"),
+                       ("[sms]\ncode_digits = 5\n", "sms.code_digits = 5 is out of range (6 to 10)")]:
+        good.write("/etc/watchword/config.toml", text, mode=0o600)
+        _, checks = good.doctor()
+        [config] = findings(checks, "fail", "config")
+        assert says in config and "denies every login" in config, config
 
 
 def test_phone_numbers_without_a_provider(good):

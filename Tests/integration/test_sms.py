@@ -60,9 +60,10 @@ def nomado(outbox):
 
 @pytest.fixture
 def recorder(tmp_path, outbox) -> Path:
-    """A `command` provider program that appends 'PHONE<TAB>MESSAGE' to the outbox."""
+    """A `command` provider program that appends 'PHONE<TAB>MESSAGE' to the outbox: the
+    phone from its argv, the message from its stdin."""
     path = tmp_path / "send-sms"
-    path.write_text(f'#!/bin/sh\nprintf "%s\\t%s\\n" "$1" "$2" >> {outbox}\n')
+    path.write_text(f'#!/bin/sh\nprintf "%s\\t%s\\n" "$1" "$(cat)" >> {outbox}\n')
     path.chmod(0o700)
     return path
 
@@ -123,7 +124,7 @@ def set_state_key(ww: Watchword, user: str, key: str, value: str):
 # --- codes texted and checked, each provider ----------------------------------------------
 
 def test_command_provider_texts_the_code_and_accepts_it(ww, run_pam_conv, recorder, outbox):
-    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{recorder}", "{{phone}}", "{{message}}"]\n'))
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{recorder}", "{{phone}}"]\n'))
     enroll_sms(ww)
     res = run_pam_conv(ww.args(), "alice", [code_from(outbox)])
     assert res.pam_rc == PAM_SUCCESS, res.output
@@ -485,9 +486,9 @@ def test_verification_service_down_at_check(ww, run_pam_conv, verify, outbox):
 
 def test_command_that_fails_or_hangs(ww, run_pam_conv, tmp_path):
     failing = tmp_path / "fail-sms"
-    failing.write_text("#!/bin/sh\necho \"modem error for $2\" >&2\nexit 3\n")
+    failing.write_text("#!/bin/sh\necho \"modem error for $(cat)\" >&2\nexit 3\n")
     failing.chmod(0o700)
-    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{failing}", "{{phone}}", "{{message}}"]\n'))
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{failing}", "{{phone}}"]\n'))
     enroll_sms(ww)
     res = run_pam_conv(ww.args(), "alice", [""])
     assert res.pam_rc == PAM_AUTH_ERR, res.output
@@ -497,13 +498,139 @@ def test_command_that_fails_or_hangs(ww, run_pam_conv, tmp_path):
     hanging = tmp_path / "hang-sms"
     hanging.write_text("#!/bin/sh\nsleep 60\n")
     hanging.chmod(0o700)
-    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{hanging}", "{{phone}}", "{{message}}"]\n',
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{hanging}", "{{phone}}"]\n',
                                timeout_seconds=2, resend_interval_seconds=0))
     res = run_pam_conv(ww.args(), "alice", [""])
     assert res.pam_rc == PAM_AUTH_ERR, res.output
     assert 2 <= res.elapsed < 6, res.elapsed
     assert res.logged(f"command {hanging} did not finish within 2 seconds; killed"), res.log_text()
     assert subprocess.run(["pgrep", "-f", str(hanging)], capture_output=True).returncode != 0
+
+
+# --- the command provider: the code is never on a command line ----------------------
+
+# Another local user watching the process table: every /proc/PID/cmdline (readable by all)
+# and every /proc/PID/environ it may read, polled without pause until its stdin closes.
+POLLER = r"""
+import json, os, select, sys
+cmdlines, environs, passes = set(), set(), 0
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], 0)[0]:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        for name, seen in (("cmdline", cmdlines), ("environ", environs)):
+            try:
+                with open("/proc/%s/%s" % (pid, name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if data:
+                seen.add(data.replace(b"\0", b" ").decode("utf-8", "replace"))
+    passes += 1
+print(json.dumps({"uid": os.getuid(), "passes": passes,
+                  "cmdlines": sorted(cmdlines), "environs": sorted(environs)}))
+"""
+
+
+class Poller:
+    """POLLER running as nobody (uid 65534, no groups) for the length of a `with`."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", POLLER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        assert self.proc.stdout.readline() == "ready\n"
+        return self
+
+    def __exit__(self, *exc):
+        out, _ = self.proc.communicate(timeout=30)  # closes its stdin: it stops
+        self.seen = json.loads(out)
+        return False
+
+
+@pytest.fixture
+def spy_sender(tmp_path) -> tuple[Path, Path]:
+    """A root-owned `command` program that records its argv and its stdin, as one JSON
+    line, in a root-only file, after taking 0.3 s (a modem is not instant; a watcher has
+    time to see it running)."""
+    record = tmp_path / "received.jsonl"
+    path = tmp_path / "spy-sms"
+    path.write_text(f"""#!/usr/bin/python3
+import json, os, sys, time
+text = sys.stdin.read()
+time.sleep(0.3)
+fd = os.open({str(record)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+os.write(fd, (json.dumps({{"argv": sys.argv[1:], "stdin": text}}) + "\\n").encode())
+os.close(fd)
+""")
+    os.chown(path, 0, 0)
+    path.chmod(0o700)
+    return path, record
+
+
+def test_command_provider_code_is_invisible_to_other_users(ww, run_pam_conv, spy_sender):
+    """While the code is texted, another user reading every /proc/PID/cmdline (and trying
+    every environ) sees the sending program, with the phone number, but never the code:
+    the program got the text on its stdin, and that code logs in."""
+    sender, record = spy_sender
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{sender}", "{{phone}}"]\n'))
+    enroll_sms(ww)
+    with Poller() as poller:
+        res = run_pam_conv(ww.args(), "alice", [{"from_file": str(record), "pattern": r"is:? (\d{4,10})\b"}])
+    assert res.pam_rc == PAM_SUCCESS, res.output
+    assert res.logged("user alice: accepted (sms)"), res.log_text()
+    [received] = [json.loads(line) for line in record.read_text().splitlines()]
+    # The code that logged in, wherever the program got it.
+    code = re.search(r"is (\d{6})\.", " ".join([received["stdin"], *received["argv"]])).group(1)
+    seen = poller.seen
+    assert seen["uid"] == 65534 and seen["passes"] > 10, seen["passes"]
+    # The watcher was able to see the program while it ran (else this test could not fail).
+    assert any(str(sender) in c and PHONE in c for c in seen["cmdlines"]), [c for c in seen["cmdlines"] if "spy" in c]
+    word = re.compile(rf"(?<!\d){code}(?!\d)")
+    leaked = [c for c in seen["cmdlines"] + seen["environs"] if word.search(c) or "login code" in c]
+    assert leaked == [], leaked
+    # It came on stdin, exactly the text; argv had the phone only.
+    assert received["argv"] == [PHONE]
+    assert re.fullmatch(r"Your login code for .+ is \d{6}\. It expires in 5 minutes\.", received["stdin"]), received
+    assert stat_mode(record) == 0o600 and record.stat().st_uid == 0
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+@pytest.mark.parametrize("word", ["{message}", "--text={code}"])
+def test_command_argv_with_the_code_denies_before_anything_runs(ww, run_pam_conv, spy_sender, word):
+    sender, record = spy_sender
+    enroll_sms(ww)
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{sender}", "{{phone}}", "{word}"]\n'))
+    before = ww.snapshot()
+    res = run_pam_conv(ww.args(), "alice", [""])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+    placeholder = "{message}" if "message" in word else "{code}"
+    assert res.logged(f"line 5: sms.command.argv contains {placeholder}"), res.log_text()
+    assert prompts(res) == []  # denied before any prompt: nothing offered, nothing sent
+    assert not record.exists()  # the program never ran
+    assert ww.snapshot() == before
+    # Every command that reads the config says so too, and sends nothing.
+    proc = ww.cli("sms-test", "alice", check=False)
+    assert proc.returncode != 0 and f"sms.command.argv contains {placeholder}" in proc.stderr, proc.stderr
+    assert not record.exists()
+
+
+@pytest.mark.parametrize("digits", [4, 5])
+def test_code_digits_below_six_is_a_config_error(ww, run_pam_conv, recorder, outbox, digits):
+    enroll_sms(ww)
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{recorder}", "{{phone}}"]\n',
+                               code_digits=digits))
+    res = run_pam_conv(ww.args(), "alice", [""])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+    assert res.logged(f"sms.code_digits = {digits} is out of range (6 to 10)"), res.log_text()
+    assert texts(outbox) == []
+    proc = ww.cli("sms-test", "alice", check=False)
+    assert proc.returncode != 0 and f"sms.code_digits = {digits} is out of range (6 to 10)" in proc.stderr
+    assert texts(outbox) == []
 
 
 # --- the TOTP path stays as it was ---------------------------------------------------
@@ -628,7 +755,7 @@ def test_sms_test_through_nomado_and_command(ww, nomado, recorder, outbox):
     enroll_sms(ww)
     ww.cli("sms-test", "alice")
     assert "{{CODE}}" in nomado.requests[0].json["template"]
-    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{recorder}", "{{phone}}", "{{message}}"]\n'))
+    ww.write_config(sms_config("command", f'[sms.command]\nargv = ["{recorder}", "{{phone}}"]\n'))
     ww.cli("sms-test", "alice")
     assert texts(outbox)[-1].startswith(PHONE + "\tThis is a test message from watchword")
 
