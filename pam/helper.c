@@ -132,7 +132,7 @@ static int remaining_ms(const struct run *r) {
 
 /* ---- checks before running anything ---------------------------------- */
 
-/* What may not be on the helper's path: root's, not writable by group/other. */
+/* Each step of the helper's path: root's, not writable by group or other. */
 static const char *check_owner(const struct stat *st, const char *not_root,
                                const char *writable) {
     if (st->st_uid != 0)
@@ -152,7 +152,8 @@ static const char *check_owner(const struct stat *st, const char *not_root,
  * NULL with *out the descriptor (close-on-exec), else the reason, after
  * logging the path as far as it was walked.
  */
-static const char *open_helper(pam_handle_t *pamh, const char *path, int *out) {
+static const char *open_helper(pam_handle_t *pamh, const char *path,
+                               int *out) {
     char buf[PATH_MAX];
     size_t len = strlen(path);
     const char *bad = NULL;
@@ -200,7 +201,8 @@ static const char *open_helper(pam_handle_t *pamh, const char *path, int *out) {
         if ((slash = strchr(name, '/')) != NULL)
             *slash = '\0';
         shown = (int)(name - buf) + (int)strlen(name);
-        if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        if (name[0] == '\0' || strcmp(name, ".") == 0 ||
+            strcmp(name, "..") == 0) {
             bad = "helper path has an empty, . or .. component";
             break;
         }

@@ -214,6 +214,28 @@ def test_callers_umask_cwd_and_limits_do_not_reach_the_helper(run_pam, inspect_h
     assert limits["stack"][0] == 8 << 20
 
 
+def can_raise_hard_limits() -> bool:
+    """CAP_SYS_RESOURCE (bit 24) in our effective set: what su and sudo have on a host."""
+    eff = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("CapEff:"))
+    return bool(int(eff.split()[1], 16) & (1 << 24))
+
+
+def test_a_hard_file_size_limit_is_raised_or_the_helper_does_not_run(run_pam, inspect_helper, helper_dir):
+    """`ulimit -f 2` sets the hard limit too. Root with CAP_SYS_RESOURCE raises it; where
+    root cannot (this sandbox's root lacks the capability), the helper must not run
+    under it at all rather than be killed halfway through a write."""
+    def hard_limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    res = run_pam(f"helper={inspect_helper}", "alice", preexec_fn=hard_limit)
+    if can_raise_hard_limits():
+        assert res.rc == 0, res.output
+        assert record(helper_dir)["limits"]["fsize"] == [INFINITY, INFINITY]
+    else:
+        denied(res, "could not be executed (exit status 127)")
+        assert record(helper_dir) is None, "the helper must not run"
+
+
 def test_callers_file_size_limit_does_not_kill_the_real_helper_mid_write(run_pam, tmp_path, helper_dir):
     """`ulimit -f` before su: the real helper appends to an audit trail already past the
     limit. It must log the user in and leave state and audit trail whole."""
