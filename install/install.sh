@@ -53,6 +53,19 @@ for d in "$CONFIG_DIR" "$STATE_DIR"; do
     [ "$(stat -c '%u %a' "$d")" = "0 700" ] || die "$d must be owned by root with mode 0700 (it is $(stat -c '%U %a' "$d")); fix it by hand"
 done
 
+# Refuse to leave a helper the module would refuse at login: it and every directory above
+# it root's, not writable by group or other, no symlink. (Where
+# /etc/staff-group-for-usr-local exists, Debian makes /usr/local group staff 2775: install
+# with PREFIX=/usr then.)
+p="$LIBEXEC/watchword-helper"
+while :; do
+    if [ -L "$p" ] || [ "$(stat -c %u "$p")" != 0 ] || (( 0$(stat -c %a "$p") & 8#022 )); then
+        die "$p must be root's, not writable by group or other and no symlink (it is $(stat -c '%U %a %F' "$p")): the module would refuse the helper below it"
+    fi
+    [ "$p" = / ] && break
+    p=$(dirname "$p")
+done
+
 pamdir=$(dirname "$(find -H /lib /usr/lib -name pam_unix.so -print -quit)")
 cat <<TXT
 

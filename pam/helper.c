@@ -4,8 +4,10 @@
  * The contract is docs/helper-protocol.md. The process handling follows
  * linux-pam's pam_exec: SIGCHLD set to the default while we wait, all
  * signals blocked around fork(), the child resets signal dispositions and
- * mask, gets only fds 0-2, calls setsid() and execve()s with an environment
- * built from scratch; every child-side failure is _exit(127).
+ * mask, gets only fds 0-2, fixed resource limits, umask 077 and "/" as its
+ * directory, calls setsid() and executes the descriptor open_helper checked
+ * (never the path again) with an environment built from scratch; every
+ * child-side failure is _exit(127).
  *
  * Anything the helper does outside the protocol denies the login.
  */
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -129,54 +132,91 @@ static int remaining_ms(const struct run *r) {
 
 /* ---- checks before running anything ---------------------------------- */
 
-/*
- * The helper must be a regular file (no symlink) owned by root and not
- * writable by group or other, in a directory with the same properties.
- * Returns NULL when it passes, else the reason.
- */
-static const char *check_helper(pam_handle_t *pamh, const char *path) {
-    char dir[PATH_MAX];
-    struct stat st;
-    const char *slash;
+/* Each step of the helper's path: root's, not writable by group or other. */
+static const char *check_owner(const struct stat *st, const char *not_root,
+                               const char *writable) {
+    if (st->st_uid != 0)
+        return not_root;
+    if ((st->st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return writable;
+    return NULL;
+}
 
+/*
+ * Open the helper without following links: from "/" down, one component at
+ * a time with openat(O_PATH|O_NOFOLLOW) from the directory before, each
+ * checked with fstat: every directory root's and not writable by group or
+ * other, no symlink anywhere, no empty, "." or ".." component; the helper a
+ * regular file, root's, not writable by group or other, executable. The
+ * child executes the descriptor, so what was checked is what runs. Returns
+ * NULL with *out the descriptor (close-on-exec), else the reason, after
+ * logging the path as far as it was walked.
+ */
+static const char *open_helper(pam_handle_t *pamh, const char *path,
+                               int *out) {
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    const char *bad = NULL;
+    char *name = buf + 1; /* the next component; NULL once fd is the helper */
+    int shown = 1;        /* path[0..shown) is what fd refers to */
+    int fd;
+
+    *out = -1;
     if (path[0] != '/')
         return "helper path is not absolute";
-    if (lstat(path, &st) != 0) {
-        pam_syslog(pamh, LOG_ERR, "cannot stat helper %s: %m", path);
-        return "helper missing";
-    }
-    if (!S_ISREG(st.st_mode))
-        return "helper is not a regular file";
-    if (st.st_uid != 0)
-        return "helper is not owned by root";
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        return "helper is writable by group or other";
-    if ((st.st_mode & S_IXUSR) == 0)
-        return "helper is not executable";
+    if (len >= sizeof(buf))
+        return "helper path is too long";
+    memcpy(buf, path, len + 1);
+    fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    for (;;) {
+        struct stat st;
+        char *slash;
+        int next, saved_errno;
 
-    slash = strrchr(path, '/');
-    if (slash == path) {
-        dir[0] = '/';
-        dir[1] = '\0';
-    } else {
-        size_t n = (size_t)(slash - path);
-
-        if (n >= sizeof(dir))
-            return "helper path is too long";
-        memcpy(dir, path, n);
-        dir[n] = '\0';
+        if (fd < 0 || fstat(fd, &st) != 0) {
+            pam_syslog(pamh, LOG_ERR, "cannot open %.*s: %m", shown, path);
+            bad = name != NULL ? "helper directory missing" : "helper missing";
+            break;
+        }
+        if (S_ISLNK(st.st_mode))
+            bad = "helper path has a symlink";
+        else if (name == NULL && !S_ISREG(st.st_mode))
+            bad = "helper is not a regular file";
+        else if (name == NULL && (st.st_mode & S_IXUSR) == 0)
+            bad = "helper is not executable";
+        else if (name == NULL)
+            bad = check_owner(&st, "helper is not owned by root",
+                              "helper is writable by group or other");
+        else if (!S_ISDIR(st.st_mode))
+            bad = "helper directory is not a directory";
+        else
+            bad = check_owner(&st, "helper directory is not owned by root",
+                              "helper directory is writable by group or other");
+        if (bad != NULL) {
+            pam_syslog(pamh, LOG_ERR, "%s: %.*s", bad, shown, path);
+            break;
+        }
+        if (name == NULL)
+            break;
+        if ((slash = strchr(name, '/')) != NULL)
+            *slash = '\0';
+        shown = (int)(name - buf) + (int)strlen(name);
+        if (name[0] == '\0' || strcmp(name, ".") == 0 ||
+            strcmp(name, "..") == 0) {
+            bad = "helper path has an empty, . or .. component";
+            break;
+        }
+        next = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        saved_errno = errno;
+        (void)close(fd);
+        errno = saved_errno;
+        fd = next;
+        name = slash != NULL ? slash + 1 : NULL;
     }
-    if (stat(dir, &st) != 0) {
-        pam_syslog(pamh, LOG_ERR, "cannot stat helper directory %s: %m", dir);
-        return "helper directory missing";
-    }
-    if (!S_ISDIR(st.st_mode))
-        return "helper directory is not a directory";
-    if (st.st_uid != 0)
-        return "helper directory is not owned by root";
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        return "helper directory is writable by group or other";
-    return NULL;
+    if (bad != NULL && fd >= 0)
+        (void)close(fd);
+    *out = bad == NULL ? fd : -1;
+    return bad;
 }
 
 /* 16 bytes from the kernel CSPRNG as 32 lowercase hex digits. */
@@ -276,10 +316,63 @@ static char *build_header(struct run *r, const struct ww_login *login,
 /* ---- the child ------------------------------------------------------- */
 
 /*
- * Runs in the forked child: only async-signal-safe calls, no malloc, no
- * syslog. Never returns.
+ * The limits the helper runs under, whatever the caller had: no core dumps
+ * (it holds secrets) and the kernel's defaults, or none, for the rest. A
+ * hard limit that cannot be raised (no CAP_SYS_RESOURCE) leaves the soft
+ * limit as high as it allows; but none of CPU time or file size, as their
+ * signals would kill the helper halfway through writing state (`ulimit -f`
+ * before su): then the helper does not run.
  */
-static void __attribute__((noreturn)) exec_helper(int sock, const char *helper,
+#define WW_NONE RLIM_INFINITY
+static const struct {
+    int resource;
+    rlim_t cur, max;
+    int exact;
+} helper_limits[] = {
+    {RLIMIT_CPU, WW_NONE, WW_NONE, 1},
+    {RLIMIT_FSIZE, WW_NONE, WW_NONE, 1},
+    {RLIMIT_DATA, WW_NONE, WW_NONE, 0},
+    {RLIMIT_STACK, 8 << 20, WW_NONE, 0},
+    {RLIMIT_CORE, 0, 0, 1},
+    {RLIMIT_RSS, WW_NONE, WW_NONE, 0},
+    {RLIMIT_NPROC, WW_NONE, WW_NONE, 0},
+    {RLIMIT_NOFILE, 1024, 4096, 0},
+    {RLIMIT_MEMLOCK, 8 << 20, 8 << 20, 0},
+    {RLIMIT_AS, WW_NONE, WW_NONE, 0},
+    {RLIMIT_LOCKS, WW_NONE, WW_NONE, 0},
+    {RLIMIT_SIGPENDING, WW_NONE, WW_NONE, 0},
+    {RLIMIT_MSGQUEUE, 819200, 819200, 0},
+    {RLIMIT_NICE, 0, 0, 0},
+    {RLIMIT_RTPRIO, 0, 0, 0},
+    {RLIMIT_RTTIME, WW_NONE, WW_NONE, 0},
+};
+
+/* In the child: set helper_limits; 0, or -1 if an exact one failed. */
+static int set_limits(void) {
+    for (size_t i = 0; i < sizeof(helper_limits) / sizeof(helper_limits[0]);
+         i++) {
+        struct rlimit want = {helper_limits[i].cur, helper_limits[i].max};
+        struct rlimit old;
+
+        if (setrlimit(helper_limits[i].resource, &want) == 0)
+            continue;
+        if (helper_limits[i].exact ||
+            getrlimit(helper_limits[i].resource, &old) != 0)
+            return -1;
+        if (old.rlim_max < want.rlim_cur)
+            want.rlim_cur = old.rlim_max;
+        want.rlim_max = old.rlim_max;
+        if (setrlimit(helper_limits[i].resource, &want) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * Runs in the forked child: only async-signal-safe calls, no malloc, no
+ * syslog. exe (>= 3) is the helper opened by open_helper. Never returns.
+ */
+static void __attribute__((noreturn)) exec_helper(int sock, int exe,
                                                   long max_fd) {
     static char arg0[] = "watchword-helper";
     static char arg1[] = "--pam";
@@ -310,9 +403,11 @@ static void __attribute__((noreturn)) exec_helper(int sock, const char *helper,
         _exit(127);
     if (null_fd != STDERR_FILENO && dup2(null_fd, STDERR_FILENO) < 0)
         _exit(127);
-
-    if (close_range(3, ~0U, 0) != 0) {
-        for (long fd = 3; fd < max_fd; fd++)
+    /* The helper's descriptor becomes fd 3 (still close-on-exec). */
+    if (exe != 3 && dup3(exe, 3, O_CLOEXEC) < 0)
+        _exit(127);
+    if (close_range(4, ~0U, 0) != 0) {
+        for (long fd = 4; fd < max_fd; fd++)
             (void)close((int)fd);
     }
 
@@ -326,13 +421,24 @@ static void __attribute__((noreturn)) exec_helper(int sock, const char *helper,
             setresuid(0, 0, 0) != 0)
             _exit(127);
     }
-    if (setsid() < 0)
+    (void)umask(077);
+    if (set_limits() != 0 || chdir("/") != 0 || setsid() < 0)
         _exit(127);
-    execve(helper, child_argv, child_envp);
+    fexecve(3, child_argv, child_envp);
+    /*
+     * ENOENT from a close-on-exec descriptor: a "#!" script, whose
+     * interpreter must open /dev/fd/3 (the fake helpers of the tests; the
+     * real helper is an ELF binary). Only then does fd 3 reach the helper.
+     */
+    if (errno == ENOENT && fcntl(3, F_SETFD, 0) == 0)
+        fexecve(3, child_argv, child_envp);
     _exit(127);
 }
 
-/* Move fd to 3 or above, so that dup2 onto 0/1 in the child is a real dup. */
+/*
+ * Move fd to 3 or above, so that dup2 onto 0-2 in the child is a real dup
+ * and clobbers none of the descriptors the child still needs.
+ */
 static int move_high(int fd) {
     int high;
 
@@ -659,10 +765,12 @@ enum talk_end {
 
 /*
  * log <priority> <text>: the helper's reason for an outcome, written with
- * pam_syslog so it lands in the service's authpriv log. The text was cleaned
- * of control bytes by read_line's caller rules; debug lines need `debug`.
+ * pam_syslog so it lands in the service's authpriv log. read_line only
+ * refuses NUL, so control bytes are replaced by '?' here: a helper's line
+ * cannot start a forged log entry or hide text from a terminal. Debug lines
+ * need `debug`.
  */
-static void relay_log(struct run *r, const char *rest) {
+static void relay_log(struct run *r, char *rest) {
     static const struct {
         const char *word;
         int priority;
@@ -670,6 +778,10 @@ static void relay_log(struct run *r, const char *rest) {
                   {"notice ", LOG_NOTICE}, {"info ", LOG_INFO},
                   {"debug ", LOG_DEBUG}};
 
+    for (char *p = rest; *p != '\0'; p++) {
+        if (ww_is_control((unsigned char)*p))
+            *p = '?';
+    }
     for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
         size_t n = strlen(levels[i].word);
         if (strncmp(rest, levels[i].word, n) != 0)
@@ -813,7 +925,7 @@ static enum ww_outcome verify_exit(struct run *r, enum ww_outcome reported,
 }
 
 /* fork() with all signals blocked; the child never returns. */
-static int spawn(struct run *r, int child_fd, long max_fd) {
+static int spawn(struct run *r, int child_fd, int exe, long max_fd) {
     sigset_t all, old_mask;
     int fork_errno;
 
@@ -821,7 +933,7 @@ static int spawn(struct run *r, int child_fd, long max_fd) {
     (void)pthread_sigmask(SIG_SETMASK, &all, &old_mask);
     r->pid = fork();
     if (r->pid == 0)
-        exec_helper(child_fd, r->opts->helper, max_fd);
+        exec_helper(child_fd, exe, max_fd);
     fork_errno = errno;
     (void)pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (r->pid < 0) {
@@ -844,6 +956,7 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
     struct sigaction dfl, old_chld;
     int chld_changed = 0;
     int sv[2] = {-1, -1};
+    int exe = -1;
     char *header = NULL;
     size_t header_len = 0;
     unsigned int messages = 0;
@@ -860,7 +973,7 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
     r.fd = -1;
     r.pid = -1;
 
-    if ((bad = check_helper(pamh, opts->helper)) != NULL) {
+    if ((bad = open_helper(pamh, opts->helper, &exe)) != NULL) {
         fail(&r, bad);
         goto done;
     }
@@ -879,7 +992,8 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
     }
     sv[0] = move_high(sv[0]);
     sv[1] = move_high(sv[1]);
-    if (sv[0] < 0 || sv[1] < 0) {
+    exe = move_high(exe);
+    if (sv[0] < 0 || sv[1] < 0 || exe < 0) {
         pam_syslog(pamh, LOG_ERR, "fcntl(F_DUPFD_CLOEXEC): %m");
         fail(&r, "cannot set up the helper's descriptors");
         goto done;
@@ -899,10 +1013,12 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
     }
     chld_changed = 1;
 
-    if (spawn(&r, sv[1], max_fd) != 0)
+    if (spawn(&r, sv[1], exe, max_fd) != 0)
         goto done;
     (void)close(sv[1]);
     sv[1] = -1;
+    (void)close(exe);
+    exe = -1;
 
     end = talk(&r, header, header_len, &reported, &messages);
     if (end == TALK_WAIT)
@@ -920,6 +1036,8 @@ done:
         (void)close(sv[0]);
     if (sv[1] >= 0)
         (void)close(sv[1]);
+    if (exe >= 0)
+        (void)close(exe);
     free(header);
     *reason = r.reason;
     return verified;

@@ -43,19 +43,28 @@ public struct Installation {
     }
 
     /// Why the helper at `path` would be refused by the module (which checks it before every
-    /// run), or nil when it is fine.
+    /// run, walking from / without following links: every directory root's and not writable
+    /// by group or other, no symlink, no empty, `.` or `..` component; the helper a regular
+    /// executable, root's, not writable by group or other), or nil when it is fine.
     public func helperProblem(_ path: String = InstalledLayout.helper) -> String? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard path.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+            return "\(path) is not an absolute path without empty, . or .. components"
+        }
+        var dir = "/"
+        for part in parts {
+            guard let st = root.status(dir) else { break }
+            guard st.kind != .symlink else { return "\(root.display(dir)) is a symlink (the module follows none to the helper)" }
+            guard st.kind == .directory, st.uid == 0, !st.groupOrOtherWritable else {
+                return "\(root.display(dir)): every directory above the helper must be root's and not writable by group or other"
+            }
+            dir = dir == "/" ? "/\(part)" : "\(dir)/\(part)"
+        }
         guard let st = root.status(path) else { return "\(root.display(path)) does not exist" }
         guard st.kind == .regular else { return "\(root.display(path)) is not a regular file (the module refuses symlinks)" }
         guard st.uid == 0 else { return "\(root.display(path)) is owned by uid \(st.uid), not root" }
         guard !st.groupOrOtherWritable else { return "\(root.display(path)) has mode \(st.octalMode): writable by group or other" }
         guard st.mode & 0o111 != 0 else { return "\(root.display(path)) is not executable (mode \(st.octalMode))" }
-        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        if let dir = root.status(parent.isEmpty ? "/" : parent, followLinks: true) {
-            guard dir.uid == 0, !dir.groupOrOtherWritable else {
-                return "\(root.display(parent)): the helper's directory must be root's and not writable by group or other"
-            }
-        }
         return nil
     }
 

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -52,6 +53,18 @@ PAM_AUTHINFO_UNAVAIL = 9
 PAM_MAXTRIES = 11
 PAM_CONV_ERR = 19
 PAM_IGNORE = 25
+
+# The module runs a helper only if every directory above it is root's and not writable
+# by group or other, so /tmp (1777) cannot hold the tests' helpers: pytest's temporary
+# directories (tmp_path and the rest) live under a root 0755 directory instead, in
+# pytest's own numbered, self-cleaning layout. An explicit --basetemp must satisfy
+# the same rule (helper_dir checks).
+TEST_TEMP_ROOT = Path("/var/lib/watchword-tests")
+if os.geteuid() == 0 and "PYTEST_DEBUG_TEMPROOT" not in os.environ:
+    TEST_TEMP_ROOT.mkdir(mode=0o755, exist_ok=True)
+    os.chown(TEST_TEMP_ROOT, 0, 0)
+    os.chmod(TEST_TEMP_ROOT, 0o755)
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(TEST_TEMP_ROOT)
 
 _SYSLOG_RE = re.compile(r"PWRAP_\w+\[[^\]]*\] - SYSLOG\((\d+)\): (.*)")
 
@@ -215,10 +228,41 @@ def pam_module() -> Path:
     return build_module()
 
 
+def unsafe_ancestor(path: Path) -> Path | None:
+    """The first directory from / down to path that the module would refuse above a
+    helper (not root's, writable by group or other, or a symlink), else None."""
+    path = Path(path)
+    for d in [*reversed(path.parents), path]:
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            return d
+    return None
+
+
 @pytest.fixture
 def helper_dir(tmp_path) -> Path:
-    """A root-owned 0755 directory to install helpers into."""
-    return make_root_dir(tmp_path / "libexec")
+    """A root-owned 0755 directory to install helpers into, on a path the module
+    accepts (see TEST_TEMP_ROOT)."""
+    path = make_root_dir(tmp_path / "libexec")
+    bad = unsafe_ancestor(path)
+    assert bad is None, f"helpers cannot run below {bad}: use a root 0755 --basetemp"
+    return path
+
+
+@pytest.fixture(scope="session")
+def inspect_binary(tmp_path_factory) -> Path:
+    """fake_helpers/inspect_helper.c, compiled (records the environment it ran in
+    as record.json next to itself, then reports success)."""
+    binary = tmp_path_factory.mktemp("inspect-build") / "inspect"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(FAKE_HELPERS_DIR / "inspect_helper.c")],
+                   check=True)
+    return binary
+
+
+@pytest.fixture
+def inspect_helper(helper_dir, inspect_binary) -> Path:
+    """The inspect helper installed in helper_dir."""
+    return install_helper(inspect_binary, helper_dir)
 
 
 @pytest.fixture

@@ -178,6 +178,24 @@ def test_install_problems(good):
         "/lib/x86_64-linux-gnu/security/pam_watchword.so is not installed: every login whose stack names it fails"]
 
 
+def test_a_writable_directory_above_the_helper_is_reported(good):
+    """What the module refuses, two levels above the helper (Debian's staff-writable
+    /usr/local): doctor says so, as it does for the helper's own directory."""
+    os.chmod(good.path("/usr/local"), 0o2775)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "install.helper") == [
+        "/usr/local: every directory above the helper must be root's and not writable by group or other: "
+        "the module refuses to run it and denies every login"]
+    os.chmod(good.path("/usr/local"), 0o755)
+    os.symlink("watchword", good.path("/usr/local/libexec/ww"))
+    good.write("/etc/pam.d/sudo", good.text("/etc/pam.d/sudo").replace(
+        "pam_watchword.so", "pam_watchword.so helper=/usr/local/libexec/ww/watchword-helper"))
+    rc, checks = good.doctor()
+    assert "/usr/local/libexec/ww is a symlink (the module follows none to the helper): " \
+        "the module refuses to run it and denies every login" in findings(checks, "fail", "install.helper"), checks
+
+
 def test_state_and_config_problems(good):
     os.chmod(good.path("/var/lib/watchword/users/alice"), 0o644)
     good.write("/etc/watchword/config.toml", "[policy]\nwindow = 99\n", mode=0o600)

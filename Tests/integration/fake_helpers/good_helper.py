@@ -12,7 +12,9 @@ import os
 import re
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The module runs a script through /dev/fd/3 (its checked descriptor): realpath
+# finds the file itself.
+HERE = os.path.dirname(os.path.realpath(__file__))
 RECORD = os.path.join(HERE, "record.json")
 KEYS = ["nonce", "user", "service", "rhost", "tty", "state_dir", "config", "config_required", "debug",
         "timeout"]

@@ -1,7 +1,8 @@
 /*
  * Fake watchword helper that records the process environment the module
  * gave it: argv (including argv[0], which a script cannot see), environ,
- * open descriptors, session, signal mask and ignored signals. It writes
+ * open descriptors, session, signal mask and ignored signals, umask, working
+ * directory, resource limits, and its user and group ids. It writes
  * record.json next to its own executable, then answers the header with
  * "result <nonce> success" and exits 0.
  *
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +86,24 @@ int main(int argc, char **argv) {
     int same_socket = fstat(0, &st0) == 0 && fstat(1, &st1) == 0 &&
                       S_ISSOCK(st0.st_mode) && st0.st_ino == st1.st_ino &&
                       st0.st_dev == st1.st_dev;
+    mode_t mask = umask(0);
+    umask(mask);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        snprintf(cwd, sizeof(cwd), "?");
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    gid_t groups[64];
+    int ngroups = getgroups(64, groups);
+    if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0)
+        return 75;
+    static const struct {
+        const char *name;
+        int resource;
+    } limits[] = {{"core", RLIMIT_CORE},   {"fsize", RLIMIT_FSIZE},
+                  {"cpu", RLIMIT_CPU},     {"nofile", RLIMIT_NOFILE},
+                  {"as", RLIMIT_AS},       {"data", RLIMIT_DATA},
+                  {"stack", RLIMIT_STACK}, {"nproc", RLIMIT_NPROC}};
     char sigblk[64], sigign[64];
     status_field("SigBlk", sigblk, sizeof(sigblk));
     status_field("SigIgn", sigign, sizeof(sigign));
@@ -124,7 +145,24 @@ int main(int argc, char **argv) {
     json_string(f, sigblk);
     fprintf(f, ", \"sigign\": ");
     json_string(f, sigign);
-    fprintf(f, "}\n");
+    fprintf(f, ", \"umask\": %d", (int)mask);
+    fprintf(f, ", \"cwd\": ");
+    json_string(f, cwd);
+    fprintf(f, ", \"uids\": [%d, %d, %d], \"gids\": [%d, %d, %d]", (int)ru,
+            (int)eu, (int)su, (int)rg, (int)eg, (int)sg);
+    fprintf(f, ", \"groups\": [");
+    for (int i = 0; i < ngroups; i++)
+        fprintf(f, "%s%d", i ? ", " : "", (int)groups[i]);
+    fprintf(f, "], \"limits\": {");
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        struct rlimit rl;
+        getrlimit(limits[i].resource, &rl);
+        /* -1 for RLIM_INFINITY */
+        fprintf(f, "%s\"%s\": [%lld, %lld]", i ? ", " : "", limits[i].name,
+                rl.rlim_cur == RLIM_INFINITY ? -1LL : (long long)rl.rlim_cur,
+                rl.rlim_max == RLIM_INFINITY ? -1LL : (long long)rl.rlim_max);
+    }
+    fprintf(f, "}}\n");
     fclose(f);
 
     /* The protocol: read the header up to "end", report success. */
