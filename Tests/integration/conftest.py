@@ -174,11 +174,14 @@ def _pam_wrapper_failed(output: str) -> bool:
 
 def run_pam_client(service_dir: Path, service: str, user: str,
                    responses: Sequence, *, flags: int = 0,
+                   items: Mapping[str, str] | None = None,
                    env_extra: Mapping[str, str] | None = None,
                    timeout: float = 60) -> PamRun:
-    """Run pam_client.py (scripted conversation, see its docstring)."""
+    """Run pam_client.py (scripted conversation, see its docstring). items are PAM
+    items to set (rhost, tty, ruser, service); any byte string can be given as text
+    with surrogateescape (os.fsdecode), like user."""
     argv = [sys.executable, str(PAM_CLIENT), service, user,
-            json.dumps(list(responses)), str(flags)]
+            json.dumps(list(responses)), str(flags), json.dumps(dict(items or {}))]
     start = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True,
                           env=pam_env(service_dir, env_extra), timeout=timeout,
@@ -259,13 +262,14 @@ def run_pam_conv(pam_module, service_dir):
     """
 
     def _run(service_args: str, user: str, responses: Sequence, *,
-             flags: int = 0, extra_lines: Sequence[str] = (), env_extra=None,
-             timeout: float = 60, service: str = DEFAULT_SERVICE) -> PamRun:
+             flags: int = 0, extra_lines: Sequence[str] = (), items=None,
+             env_extra=None, timeout: float = 60,
+             service: str = DEFAULT_SERVICE) -> PamRun:
         write_service(service_dir, service,
                       [f"auth required {pam_module} {service_args}".rstrip(),
                        *extra_lines])
         return run_pam_client(service_dir, service, user, responses,
-                              flags=flags, env_extra=env_extra,
+                              flags=flags, items=items, env_extra=env_extra,
                               timeout=timeout)
 
     return _run
