@@ -14,8 +14,8 @@ getpwnam goes through the test's NSS module.
 """
 from __future__ import annotations
 
-import ctypes
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PAM_AUTH_ERR, PAM_SUCCESS
+from mountns import private_mounts
 from ww import Watchword, oathtool_totp
 
 NSS_MODULE_C = r"""
@@ -62,19 +63,12 @@ enum nss_status _nss_wwtest_getpwnam_r(const char *name, struct passwd *pw,
 }
 """
 
-CLONE_NEWNS = 0x00020000
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-
 
 def glibc_nss_dir() -> str:
-    """The directory glibc loads libnss_*.so.2 from."""
-    return os.path.dirname(os.path.realpath("/lib/x86_64-linux-gnu/libnss_files.so.2")
-                           if os.path.exists("/lib/x86_64-linux-gnu/libnss_files.so.2")
-                           else subprocess.run(
-                               ["sh", "-c", "ldconfig -p | sed -n 's/.*libnss_files.so.2.*=> //p' | head -1"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    """The directory glibc loads libnss_*.so.2 from (where libnss_files.so.2 is)."""
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    path = re.search(r"libnss_files\.so\.2 \(libc6,x86-64\) => (\S+)", cache)[1]
+    return os.path.dirname(os.path.realpath(path))
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +84,8 @@ def nss_namespace(tmp_path_factory):
                     str(libdir / "libnss_wwtest.so.2"), str(src)], check=True)
     nsswitch = base / "nsswitch.conf"
     nsswitch.write_text("passwd: wwtest files\ngroup: files\nshadow: files\nhosts: files dns\n")
-    target = glibc_nss_dir()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                           ctypes.c_ulong, ctypes.c_char_p]
-
-    def check(rc, what):
-        if rc != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
-    def enter():
-        check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-        check(libc.mount(b"overlay", target.encode(), b"overlay", 0,
-                         f"lowerdir={libdir}:{target}".encode()), f"overlay on {target}")
-        check(libc.mount(str(nsswitch).encode(), b"/etc/nsswitch.conf", None, MS_BIND, None),
-              "bind /etc/nsswitch.conf")
+    enter = private_mounts(binds={"/etc/nsswitch.conf": nsswitch},
+                           overlays={glibc_nss_dir(): libdir})
 
     # The namespace works as meant: getent sees the alias there and not outside.
     inside = subprocess.run(["getent", "passwd", "ALICE", "asmith"], preexec_fn=enter,
