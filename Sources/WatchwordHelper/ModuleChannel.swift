@@ -153,13 +153,8 @@ struct SocketConversation: Conversation {
     mutating func info(_ text: String) { channel.send("info " + clean(text)) }
     mutating func error(_ text: String) { channel.send("error " + clean(text)) }
 
-    /// Log lines are printable ASCII only (space included), so that no text in them can
-    /// start a line or hide behind an escape sequence or a look-alike character.
     mutating func log(_ priority: LogPriority, _ text: String) {
         if priority == .debug && !debug { return }
-        let ascii = text.replacing("\u{2026}", with: "...")  // redacted provider words
-        var line = String(ascii.unicodeScalars.prefix(900).map { $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" })
-        if ascii.unicodeScalars.count > 900 { line += "..." }
-        channel.send("log \(priority.rawValue) " + line)
+        channel.send("log \(priority.rawValue) " + clean(text))
     }
 }
