@@ -78,7 +78,7 @@ var stateRoot: SecureDirectory? = nil
 var auditStore: (any StateStore)? = nil
 do {
     let config = try Config.load(path: header.config)
-    auditUser = canonicalUserName(shownUser)
+    auditUser = logField(canonicalUserName(shownUser), limit: Int.max)
     let request = LoginRequest(
         user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug)
     // The provider is made only if this login sends or checks a text.
