@@ -59,17 +59,28 @@ do {
 
 var conversation = AuditingConversation(SocketConversation(channel: channel, debug: header.debug))
 let outcome: LoginOutcome
+/// `text` as one log field: printable ASCII other than space, anything else replaced by
+/// "?", at most `limit` characters (as the module writes its result line). The user name,
+/// service and remote host are chosen by whoever logs in; this keeps them from forging a
+/// field ("x outcome=success") or a line in syslog and the audit trail.
+func logField(_ text: String, limit: Int) -> String {
+    String(text.unicodeScalars.prefix(limit).map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+}
+
 // Anything outside printable ASCII makes a name invalid anyway; replacing it keeps
 // the name invalid and keeps forged fields and stray bytes out of the log.
-let shownUser = String(header.user.unicodeScalars.map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+let shownUser = logField(header.user, limit: Int.max)
+// Used for the log and the audit trail only (as the module's own line shows them).
+let shownService = logField(header.service, limit: 63)
+let shownRhost = logField(header.rhost, limit: 255)
 var auditUser = shownUser
 var stateRoot: SecureDirectory? = nil
 var auditStore: (any StateStore)? = nil
 do {
     let config = try Config.load(path: header.config, required: header.configRequired)
-    auditUser = canonicalUserName(shownUser)
+    auditUser = logField(canonicalUserName(shownUser), limit: Int.max)
     let request = LoginRequest(
-        user: auditUser, service: header.service, rhost: header.rhost, tty: header.tty, debug: header.debug)
+        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug)
     // The provider is made only if this login sends or checks a text.
     let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
     switch config.store.backend {
@@ -92,7 +103,7 @@ do {
 }
 // The audit line; failing to write it changes no outcome (it is logged to syslog instead).
 let entry = AuditEntry(
-    time: unixTimeNow(), event: "login", user: auditUser, service: header.service, rhost: header.rhost,
+    time: unixTimeNow(), event: "login", user: auditUser, service: shownService, rhost: shownRhost,
     method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason)
 do {
     // Through the store the login used (the state directory it already opened and checked,

@@ -192,23 +192,30 @@ def _module_ran(output: str) -> bool:
 
 def _wrapper_setup_failed(output: str) -> bool:
     return ("no modules loaded for" in output
-            or "Failed to create pam_wrapper config dir" in output)
+            or "Failed to create pam_wrapper config dir" in output
+            or "Critical error - immediate abort" in output)
 
 
 def run_pam_client(service_dir: Path, service: str, user: str,
                    responses: Sequence, *, flags: int = 0,
+                   items: Mapping[str, str] | None = None,
                    env_extra: Mapping[str, str] | None = None,
-                   timeout: float = 60) -> PamRun:
-    """Run pam_client.py (scripted conversation, see its docstring)."""
+                   timeout: float = 60, preexec_fn=None) -> PamRun:
+    """Run pam_client.py (scripted conversation, see its docstring). items are PAM
+    items to set (rhost, tty, ruser, service); any byte string can be given as text
+    with surrogateescape (os.fsdecode), like user."""
     argv = [sys.executable, str(PAM_CLIENT), service, user,
-            json.dumps(list(responses)), str(flags)]
+            json.dumps(list(responses)), str(flags), json.dumps(dict(items or {}))]
     for _attempt in range(8):
         start = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True,
                               env=pam_env(service_dir, env_extra), timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
         output = proc.stdout + proc.stderr
-        if _module_ran(output) or not _wrapper_setup_failed(output):
+        # pam_wrapper's race (see _pam_wrapper_failed): libpam aborts (PAM_ABORT, 26) or
+        # finds no modules before any module runs; pam_watchword.so, which always logs a
+        # result line, has then logged nothing.
+        if _module_ran(output) or not (_wrapper_setup_failed(output) or '"rc": 26,' in proc.stdout):
             break
     run = PamRun(proc.returncode, proc.stdout, proc.stderr,
                  time.monotonic() - start)
@@ -317,13 +324,80 @@ def run_pam_conv(pam_module, service_dir):
     """
 
     def _run(service_args: str, user: str, responses: Sequence, *,
-             flags: int = 0, extra_lines: Sequence[str] = (), env_extra=None,
-             timeout: float = 60, service: str = DEFAULT_SERVICE) -> PamRun:
+             flags: int = 0, extra_lines: Sequence[str] = (), items=None,
+             env_extra=None, timeout: float = 60,
+             service: str = DEFAULT_SERVICE, preexec_fn=None) -> PamRun:
         write_service(service_dir, service,
                       [f"auth required {pam_module} {service_args}".rstrip(),
                        *extra_lines])
         return run_pam_client(service_dir, service, user, responses,
-                              flags=flags, env_extra=env_extra,
-                              timeout=timeout)
+                              flags=flags, items=items, env_extra=env_extra,
+                              timeout=timeout, preexec_fn=preexec_fn)
 
     return _run
+
+
+# ---- skips on CI ---------------------------------------------------------------------
+#
+# A skip hides coverage. CI (`bash .ci/run` with CI=true) runs as root on a machine that
+# install/deps.sh has given every tool the tests use, so there a skip means a test that
+# should have run did not: it fails instead, unless it is listed here with the reason it
+# may skip on CI too. Tests/run.sh runs pytest with -rs, so every skip is listed anywhere.
+
+ALLOWED_SKIPS_ON_CI: dict[str, str] = {
+    # "test_file.py::test_name": "why it may skip on the CI machine",
+}
+
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _skip_allowed(nodeid: str) -> bool:
+    name = nodeid.split("/")[-1]
+    return any(name == allowed or name.startswith(allowed + "[") for allowed in ALLOWED_SKIPS_ON_CI)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip(report) -> None:
+    reason = _skip_reason(report)
+    report.outcome = "failed"
+    report.longrepr = (f"skipped on CI (CI=true), where it must run: {reason}\n"
+                       "Install what it needs in install/deps.sh, or add it to ALLOWED_SKIPS_ON_CI in "
+                       "Tests/integration/conftest.py with the reason.")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if ON_CI and report.skipped and not hasattr(report, "wasxfail") and not _skip_allowed(item.nodeid):
+        _fail_skip(report)
+
+
+_skipped_files_on_ci: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole file skipped at import (pytest.importorskip, a module-level skip): turning
+    that into a collection error would stop the run, so it is noted and fails the session
+    at the end instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if ON_CI and report.skipped and not _skip_allowed(report.nodeid):
+        _skipped_files_on_ci.append(f"{report.nodeid}: {_skip_reason(report)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _skipped_files_on_ci:
+        terminalreporter.write_line(f"FAILED (skipped on CI, where it must run) {line}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _skipped_files_on_ci and session.exitstatus == 0:
+        session.exitstatus = 1

@@ -6,7 +6,7 @@ bytes and cannot refuse to answer, so tests that need that drive the module
 through this client instead. Run it like pamtester, under pam_wrapper:
 
     LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR=DIR \\
-        python3 pam_client.py SERVICE USER RESPONSES_JSON [FLAGS]
+        python3 pam_client.py SERVICE USER RESPONSES_JSON [FLAGS [ITEMS_JSON]]
 
 RESPONSES_JSON is a JSON list, one entry per echo-off/echo-on prompt:
 a string (the answer), null (the conversation fails: PAM_CONV_ERR) or
@@ -15,7 +15,11 @@ a string (the answer), null (the conversation fails: PAM_CONV_ERR) or
 fails the conversation. {"from_file": PATH, "pattern": REGEX} answers with the last
 match of REGEX (group 1 if it has one) in the file PATH as it is when the prompt comes,
 or "" when there is none: how SMS tests type the code a stand-in provider received.
-FLAGS is an integer passed to pam_authenticate.
+FLAGS is an integer passed to pam_authenticate. ITEMS_JSON (optional) is a JSON object
+of PAM items to set before pam_authenticate: "rhost", "tty", "ruser" or "service"; a
+value is text, sent as UTF-8 with lone surrogates U+DC80..U+DCFF standing for the raw
+bytes 0x80..0xFF (Python's surrogateescape), so any byte string can be given. SERVICE
+and USER are taken as bytes the same way (os.fsencode of the argument).
 
 Prints one JSON object on stdout: {"rc": <pam code>, "error": <pam_strerror>,
 "messages": [{"style": n, "msg": text}, ...]}. Exit status 0 on PAM_SUCCESS,
@@ -24,6 +28,7 @@ Prints one JSON object on stdout: {"rc": <pam code>, "error": <pam_strerror>,
 import ctypes
 import ctypes.util
 import json
+import os
 import re
 import sys
 import time
@@ -32,6 +37,8 @@ PAM_PROMPT_ECHO_OFF = 1
 PAM_PROMPT_ECHO_ON = 2
 PAM_SUCCESS = 0
 PAM_CONV_ERR = 19
+# security/_pam_types.h
+PAM_ITEMS = {"service": 1, "tty": 3, "rhost": 4, "ruser": 8}
 
 
 class PamMessage(ctypes.Structure):
@@ -72,6 +79,7 @@ def answer_from_file(path, pattern):
 def main():
     service, user, responses = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     flags = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    items = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.calloc.restype = ctypes.c_void_p
@@ -89,6 +97,7 @@ def main():
                                  ctypes.POINTER(ctypes.c_void_p)]
     libpam.pam_authenticate.argtypes = [ctypes.c_void_p, ctypes.c_int]
     libpam.pam_end.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libpam.pam_set_item.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
     libpam.pam_strerror.argtypes = [ctypes.c_void_p, ctypes.c_int]
     libpam.pam_strerror.restype = ctypes.c_char_p
 
@@ -127,8 +136,12 @@ def main():
 
     conv_struct = PamConv(CONV_FUNC(conv), None)
     handle = ctypes.c_void_p()
-    rc = libpam.pam_start(service.encode(), user.encode(),
+    rc = libpam.pam_start(os.fsencode(service), os.fsencode(user),
                           ctypes.byref(conv_struct), ctypes.byref(handle))
+    for name, value in items.items():
+        if rc == PAM_SUCCESS:
+            rc = libpam.pam_set_item(handle, PAM_ITEMS[name],
+                                     value.encode("utf-8", "surrogateescape"))
     if rc == PAM_SUCCESS:
         rc = libpam.pam_authenticate(handle, flags)
     error = libpam.pam_strerror(handle, rc).decode()

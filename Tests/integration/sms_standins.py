@@ -7,7 +7,13 @@ request (``requests``) and every text it "sent" (``texts``, also appended to
 ``outbox`` so that pam_client.py can type the code: {"from_file": outbox, ...}).
 
 ``fail`` makes the next requests fail instead: an int is an HTTP status with the
-provider's error JSON, "hang" never answers (until the server stops).
+provider's error JSON, "hang" never answers (until the server stops). ``redirect`` (a
+URL) answers every request with 302 to it instead.
+
+With ``tls`` (an ssl.SSLContext with the server's certificate) a stand-in speaks HTTPS,
+and ``host`` is the name its ``base`` URL uses (the test maps it to 127.0.0.1).
+``ConnectionRecorder`` is a TCP listener that records who connected and what they said
+first (a proxy that must never be used).
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import base64
 import json
 import re
 import secrets
+import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,12 +48,15 @@ class StandIn:
 
     name = "standin"
 
-    def __init__(self, outbox: Path, user: str, password: str):
+    def __init__(self, outbox: Path, user: str, password: str, *,
+                 tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
         self.outbox = Path(outbox)
         self.user, self.password = user, password
         self.requests: list[Request] = []
         self.texts: list[tuple[str, str]] = []  # (to, message)
         self.fail: int | str | None = None
+        self.redirect: str | None = None
+        self.tls, self.host = tls, host
         self._release = threading.Event()
         standin = self
 
@@ -68,6 +79,12 @@ class StandIn:
                     except ValueError:
                         req.json = None
                 standin.requests.append(req)
+                if standin.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", standin.redirect)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if standin.fail == "hang":
                     standin._release.wait(120)
                     return
@@ -80,16 +97,21 @@ class StandIn:
                 self.wfile.write(data)
 
             def do_GET(self):
+                standin.requests.append(Request("GET", self.path, _basic(self.headers.get("Authorization")),
+                                                self.headers.get("Content-Type", ""), b""))
                 self.send_error(405)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.server.server_address[1]}"
 
     def stop(self):
         self._release.set()
@@ -122,8 +144,8 @@ class TwilioStandIn(StandIn):
 
     name = "twilio"
 
-    def __init__(self, outbox, sid="AC0123456789abcdef0123456789abcdef", token="tw-secret-token-1"):
-        super().__init__(outbox, sid, token)
+    def __init__(self, outbox, sid="AC0123456789abcdef0123456789abcdef", token="tw-secret-token-1", **kw):
+        super().__init__(outbox, sid, token, **kw)
         self.sid, self.token = sid, token
 
     def config(self, **sms) -> str:
@@ -229,6 +251,46 @@ class NomadoStandIn(StandIn):
                 del self.codes[number]
             return 200, {"code": 200, "message": "OK", "verify": ok}
         return 404, {"code": 404, "message": "Not found"}
+
+
+class ConnectionRecorder:
+    """A TCP listener on 127.0.0.1 that records every connection's first bytes and
+    closes it: a proxy stand-in that must get nothing."""
+
+    def __init__(self):
+        self.connections: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    first = conn.recv(4096)
+                except OSError:
+                    first = b""
+                self.connections.append(first)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
 
 
 def sms_config(provider: str, section: str, **sms) -> str:

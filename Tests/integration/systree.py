@@ -33,14 +33,16 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def clock_bin(base: Path, synchronised: str | None = "yes") -> Path:
-    """A directory with a fake `timedatectl` (or none, when synchronised is None)."""
+def clock_bin(base: Path, synchronised: str | None = "yes", *, script: str | None = None) -> Path:
+    """A directory with a fake `timedatectl` (or none, when synchronised is None): `show`
+    prints NTPSynchronized=<synchronised>, or the fake is `script` (a shell body) if given."""
     d = Path(base)
     d.mkdir(parents=True, exist_ok=True)
-    if synchronised is not None:
+    if script is not None or synchronised is not None:
         fake = d / "timedatectl"
-        fake.write_text(f"#!/bin/sh\n[ \"$1\" = show ] || exit 1\n"
-                        f"printf 'Timezone=UTC\\nNTP=yes\\nNTPSynchronized={synchronised}\\n'\n")
+        fake.write_text("#!/bin/sh\n" + (script if script is not None else
+                        f"[ \"$1\" = show ] || exit 1\n"
+                        f"printf 'Timezone=UTC\\nNTP=yes\\nNTPSynchronized={synchronised}\\n'\n"))
         fake.chmod(0o755)
     return d
 
@@ -101,12 +103,13 @@ class Tree:
         return sorted(p for p in d.rglob("*") if p.is_file()) if d.exists() else []
 
     # --- the CLI ---------------------------------------------------------------------
-    def cli(self, *args: str, env_extra: dict | None = None, clock: Path | None = None) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, env_extra: dict | None = None, clock: Path | None = None,
+            preexec_fn=None) -> subprocess.CompletedProcess:
         """`watchword ARGS --root TREE`, with a fake timedatectl first on PATH."""
         path = f"{clock or self.clock}:/usr/sbin:/usr/bin:/sbin:/bin"
         env = {"PATH": path, "LANG": "C", "COLUMNS": "200", **(env_extra or {})}
         return subprocess.run([str(CLI), *args, "--root", str(self.root)], capture_output=True, text=True,
-                              env=env, timeout=60)
+                              env=env, timeout=60, preexec_fn=preexec_fn)
 
     def enroll(self, user: str) -> str:
         proc = subprocess.run([str(CLI), "enroll", user, "--totp", "--json",
@@ -115,8 +118,8 @@ class Tree:
         self.secrets[user] = secret_of(json.loads(proc.stdout)["otpauth_uri"])
         return self.secrets[user]
 
-    def doctor(self, clock: Path | None = None) -> tuple[int, list[dict]]:
-        proc = self.cli("doctor", "--json", clock=clock)
+    def doctor(self, clock: Path | None = None, preexec_fn=None) -> tuple[int, list[dict]]:
+        proc = self.cli("doctor", "--json", clock=clock, preexec_fn=preexec_fn)
         assert proc.stdout, proc.stderr
         return proc.returncode, json.loads(proc.stdout)["checks"]
 

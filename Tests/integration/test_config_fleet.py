@@ -8,7 +8,6 @@ is in test_fleet.py::test_joining_a_fleet_marks_the_state_directory.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_root_dir
+from mountns import private_mounts
 from ww import Watchword, oathtool_totp
 
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
@@ -48,18 +48,7 @@ def without_default_config(empty: Path):
     """preexec_fn: a private mount namespace in which /etc/watchword is an empty
     directory, so the module's default config does not exist (whatever this machine has
     installed)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    CLONE_NEWNS, MS_REC, MS_PRIVATE, MS_BIND = 0x00020000, 0x4000, 0x40000, 0x1000
-
-    def enter():
-        if libc.unshare(CLONE_NEWNS) != 0:
-            raise OSError(ctypes.get_errno(), "unshare")
-        if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-            raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-        if DEFAULT_CONFIG_DIR.exists():
-            if libc.mount(str(empty).encode(), str(DEFAULT_CONFIG_DIR).encode(), None, MS_BIND, None) != 0:
-                raise OSError(ctypes.get_errno(), "mount --bind")
-    return enter
+    return private_mounts(binds={str(DEFAULT_CONFIG_DIR): empty} if DEFAULT_CONFIG_DIR.exists() else {})
 
 
 def test_a_named_config_that_does_not_exist_denies_even_with_nullok(ww, run_pam):

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from mountns import private_mounts
 from systree import Tree, clock_bin, findings, fixture
 from ww import CLI
 
@@ -236,12 +237,37 @@ def test_locked_out_users_and_sudoers_not_enrolled(good):
 
 
 def test_clock(good, tmp_path):
+    """Every outcome of the clock check, each from a fake `timedatectl` first on PATH, so
+    the result does not depend on whether this machine runs systemd (a container's real
+    timedatectl cannot reach it; a booted VM's can, and may say yes or no)."""
+    _, checks = good.doctor(clock=clock_bin(tmp_path / "synced", "yes"))
+    assert findings(checks, "ok", "clock") == ["synchronised (timedatectl: NTPSynchronized=yes)"]
     _, checks = good.doctor(clock=clock_bin(tmp_path / "unsynced", "no"))
     assert findings(checks, "warn", "clock")[0].startswith("not synchronised (timedatectl: NTPSynchronized=no")
-    # No fake on PATH: this container's real timedatectl cannot reach systemd, so: unknown.
-    _, checks = good.doctor(clock=clock_bin(tmp_path / "none", None))
-    [clock] = findings(checks, "warn", "clock")
-    assert clock.startswith("unknown whether the clock is synchronised")
+    # What timedatectl does without systemd as PID 1 (as in a container).
+    no_systemd = clock_bin(tmp_path / "no-systemd", script=(
+        "echo 'System has not been booted with systemd as init system (PID 1). Can'\\''t operate.' >&2\n"
+        "echo 'Failed to connect to bus: Host is down' >&2\nexit 1\n"))
+    _, checks = good.doctor(clock=no_systemd)
+    assert findings(checks, "warn", "clock") == [
+        "unknown whether the clock is synchronised (timedatectl show failed); TOTP codes depend on the time"]
+    _, checks = good.doctor(clock=clock_bin(tmp_path / "odd", script="printf 'Timezone=UTC\\n'\n"))
+    assert findings(checks, "warn", "clock") == [
+        "unknown whether the clock is synchronised (timedatectl show has no NTPSynchronized)"]
+
+
+def test_clock_without_timedatectl(good, tmp_path):
+    """No timedatectl anywhere: the machine's own (if any) is hidden in a private mount
+    namespace by a file no one may execute."""
+    hide = {}
+    for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"):
+        path = os.path.realpath(os.path.join(d, "timedatectl"))
+        if os.path.exists(path):
+            hide[path] = "/dev/null"
+    _, checks = good.doctor(clock=clock_bin(tmp_path / "none", None),
+                            preexec_fn=private_mounts(binds=hide) if hide else None)
+    assert findings(checks, "warn", "clock") == [
+        "unknown whether the clock is synchronised (no timedatectl); TOTP codes depend on the time"]
 
 
 def test_sms_provider_is_reported(good):

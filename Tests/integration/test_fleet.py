@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -863,3 +864,115 @@ def test_bytes_injected_before_the_tls_handshake_are_refused(fleet, db):
         assert seen and seen[0] == b"\0\0\0\x08\x04\xd2\x16\x2f", seen  # it was asked, and refused
     finally:
         listener.close()
+
+
+# --- a helper killed in the middle of a transaction -----------------------------------
+
+class RowHolder:
+    """A session of postgres (over the private socket) that holds alice's row lock until
+    released: BEGIN; SELECT ... FOR UPDATE, then ROLLBACK on release()."""
+
+    def __init__(self, pg: PgServer, user: str):
+        from pgserver import PG_BIN, PG_USER
+        self.proc = subprocess.Popen(
+            ["runuser", "-u", PG_USER, "--", str(PG_BIN / "psql"), "-X", "-q", "-A", "-t",
+             "-v", "ON_ERROR_STOP=1", "-h", str(pg.sock), "-p", str(pg.port), "-d", "watchword"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=pg.base, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C"})
+        self.proc.stdin.write(f"BEGIN;\nSELECT 'locked' FROM users WHERE name = '{user}' FOR UPDATE;\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("ROLLBACK;\n\\q\n")
+            self.proc.stdin.flush()
+            self.proc.wait(10)
+
+
+def row_is_locked(pg: PgServer, user: str) -> bool:
+    """Whether some transaction holds the user's row lock (NOWAIT fails at once if so)."""
+    out = pg.psql(f"BEGIN; SELECT 'free' FROM users WHERE name = '{user}' FOR UPDATE NOWAIT; ROLLBACK",
+                  check=False)
+    return "free" not in out
+
+
+def helper_pids(host: Host) -> list[int]:
+    """The running helpers of a host: processes executing its helper binary."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/exe") == str(host.helper):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_helper_killed_while_it_holds_the_row_lock_leaves_the_row_unlocked_and_whole(fleet, db):
+    """The helper on host A reads alice's record, prompts; meanwhile a wrong code on B
+    changes the record (so A's compare-and-swap conflicts) and the test holds the row lock.
+    A's helper then waits in SELECT ... FOR UPDATE; it is stopped (SIGSTOP), the test lets
+    go, so A's transaction now holds the row lock, and A's helper is SIGKILLed with its
+    process group. The server must roll back at once: the row unlocked well before any
+    idle-in-transaction timeout (20 s with timeout=30), the record the one before the kill,
+    and the next login on B promptly through with the very code A's helper was checking."""
+    a, b = fleet("a", module_args="timeout=30"), fleet("b", module_args="timeout=30")
+    alice = a.enroll("alice")
+    code = fresh_code(alice["secret"], margin=10)
+    done = {}
+    login = threading.Thread(target=lambda: done.update(res=a.conv("alice", [{"delay": 2, "answer": code}])))
+    login.start()
+    holder = None
+    stopped = []
+    try:
+        [pid] = wait_for(lambda: helper_pids(a), 10, "A's helper to start")
+        # While A's helper waits for the answer: B changes the record, the test locks the row.
+        assert b.login("alice", wrong_of(code)).rc == 1
+        before = db.psql("SELECT record FROM users WHERE name = 'alice'")
+        holder = RowHolder(db, "alice")
+        # A's answer comes; its swap conflicts and its FOR UPDATE waits on the test's lock.
+        wait_for(lambda: db.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'watchword' "
+                                 "AND wait_event_type = 'Lock'") == "1", 10, "A's helper to wait for the row lock")
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        holder.release()
+        # Now A's (stopped) helper holds the row lock in its open transaction.
+        sessions = "SELECT pid, state, wait_event_type, query FROM pg_stat_activity WHERE usename = 'watchword'"
+        wait_for(lambda: db.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'watchword' "
+                                 "AND state = 'idle in transaction'") == "1", 5,
+                 "A's helper to hold the lock: " + db.psql(sessions))
+        assert row_is_locked(db, "alice"), "A's helper did not take the row lock: " + db.psql(sessions)
+        killed = time.monotonic()
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        wait_for(lambda: not row_is_locked(db, "alice"), 3, "the row lock to be released after the kill")
+        released = time.monotonic() - killed
+        assert db.psql("SELECT record FROM users WHERE name = 'alice'") == before, "half-written record"
+        login.join(30)
+        assert done["res"].pam_rc not in (None, PAM_SUCCESS), done["res"].output
+        # The next login, on B, goes through at once with the code A never used.
+        res = b.login("alice", code)
+        assert res.rc == 0, res.output
+        assert res.elapsed < 5, res.elapsed
+        assert b.show("alice")["failures"] == 0
+        print(f"\n  row lock released {released:.2f} s after SIGKILL; next login {res.elapsed:.2f} s")
+    finally:
+        if holder:
+            holder.release()
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        login.join(30)

@@ -22,6 +22,7 @@ import pytest
 from conftest import (FAKE_HELPERS_DIR, MODULE_PATH, PAM_AUTH_ERR,
                       PAM_AUTHINFO_UNAVAIL, PAM_CONV_ERR, PAM_SUCCESS,
                       install_helper, make_root_dir)
+from mountns import private_mounts
 
 GOOD_HELPER = FAKE_HELPERS_DIR / "good_helper.py"
 SCRIPTED_HELPER = FAKE_HELPERS_DIR / "scripted_helper.py"
@@ -550,12 +551,19 @@ def test_timeout_bounds_are_accepted(run_pam, good_helper):
         assert res.logged("outcome=success result=PAM_SUCCESS")
 
 
-def test_default_helper_path_is_used(run_pam):
+def test_default_helper_path_is_used(run_pam, tmp_path):
+    """Without helper=, the module runs /usr/local/libexec/watchword/watchword-helper.
+    Whatever this machine has installed there, the test sees an empty directory (a private
+    mount namespace), so the module must say it cannot find the helper at that path."""
     default = Path("/usr/local/libexec/watchword/watchword-helper")
-    if default.exists():
-        pytest.skip("a real helper is installed at the default path")
-    res = run_pam("", "alice", CODE + "\n")
+    enter = None
     missing = next(p for p in [*reversed(default.parents), default] if not p.exists())
+    if default.parent.exists():
+        empty = tmp_path / "empty"
+        empty.mkdir(mode=0o755)
+        enter = private_mounts(binds={str(default.parent): empty})
+        missing = default
+    res = run_pam("", "alice", CODE + "\n", preexec_fn=enter)
     assert_denied(res, MSG_UNAVAIL, f"cannot open {missing}: No such file or directory")
 
 
