@@ -128,6 +128,18 @@ def test_show_never_prints_the_secret(ww):
     assert "method:" in ww.cli("show", "alice").stdout
 
 
+def test_recovery_codes_are_stored_only_as_keyed_hashes(ww):
+    alice = ww.enroll("alice")
+    files = ww.snapshot()
+    assert "users/alice" in files and "recovery.key" in files
+    for code in alice["recovery_codes"]:
+        for name, data in files.items():
+            assert code.encode() not in data, (code, name)
+    record = files["users/alice"].decode()
+    hashes = re.findall(r"\b[0-9a-f]{64}\b", record)
+    assert len(hashes) == 10, record  # one HMAC-SHA256 per code, under recovery.key
+
+
 def test_remove(ww, run_pam):
     alice = ww.enroll("alice")
     assert ww.cli("remove", "alice").stdout.strip() == "Removed alice."
