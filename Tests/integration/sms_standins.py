@@ -8,6 +8,12 @@ request (``requests``) and every text it "sent" (``texts``, also appended to
 
 ``fail`` makes the next requests fail instead: an int is an HTTP status with the
 provider's error JSON, "hang" never answers (until the server stops).
+
+The services that check codes (twilio-verify, nomado) have two more switches, for the
+checks only (sending still works): ``check_fail``, an HTTP status answered to every
+check, as a provider that is down just when the code is checked; and
+``approve_repeatedly``, which approves the right code every time it is checked instead of
+once, as a provider that cannot be trusted to make a code single-use.
 """
 from __future__ import annotations
 
@@ -46,6 +52,8 @@ class StandIn:
         self.requests: list[Request] = []
         self.texts: list[tuple[str, str]] = []  # (to, message)
         self.fail: int | str | None = None
+        self.check_fail: int | None = None
+        self.approve_repeatedly = False
         self._release = threading.Event()
         standin = self
 
@@ -183,10 +191,15 @@ class TwilioVerifyStandIn(StandIn):
             self.deliver(to, f"Your verification code is: {code}")
             return 201, {"sid": "VE" + secrets.token_hex(16), "status": "pending", "to": to, "channel": "sms"}
         if req.path == prefix + "VerificationCheck":
+            if self.check_fail is not None:
+                return self.check_fail, {"code": 60000 + self.check_fail,
+                                         "message": f"stand-in check failure {self.check_fail}",
+                                         "status": self.check_fail}
             if to not in self.codes:
                 return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404}
             if req.form.get("Code") == self.codes[to]:
-                del self.codes[to]
+                if not self.approve_repeatedly:
+                    del self.codes[to]
                 return 200, {"status": "approved", "valid": True, "to": to}
             return 200, {"status": "pending", "valid": False, "to": to}
         return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404}
@@ -223,9 +236,12 @@ class NomadoStandIn(StandIn):
             self.deliver(j["to"], j["template"].replace("{{CODE}}", code))
             return 200, {"code": 200, "message": "OK", "data": {"id": secrets.token_hex(8), "to": j["to"]}}
         if req.path == "/2fa/verify":
+            if self.check_fail is not None:
+                return self.check_fail, {"code": self.check_fail,
+                                         "message": f"stand-in check failure {self.check_fail}"}
             number, token = req.json.get("number"), req.json.get("token")
             ok = isinstance(token, str) and self.codes.get(number) == token
-            if ok:
+            if ok and not self.approve_repeatedly:
                 del self.codes[number]
             return 200, {"code": 200, "message": "OK", "verify": ok}
         return 404, {"code": 404, "message": "Not found"}
