@@ -11,13 +11,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_CLIENT, PAM_MAXTRIES, PAM_SUCCESS, pam_env,
+from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, run_pam_clients_at_once,
                       write_service)
 from sms_standins import NomadoStandIn, TwilioStandIn, TwilioVerifyStandIn, sms_config
 from ww import CLI, HELPER, Watchword, oathtool_totp, secret_of
@@ -340,44 +339,6 @@ def test_wrong_answers_are_counted_when_the_provider_cannot_check(ww, run_pam_co
     assert ww.show("alice")["failures"] == 5
 
 
-def concurrent_logins(ww: Watchword, service_dir: Path, pam_module: Path, user: str, answer, n: int,
-                      barrier: Path) -> list[dict]:
-    """n pam_client logins that all reach the prompt, then answer at the same moment.
-
-    Each client makes barrier/ready.PID at its prompt and waits for barrier/go, which is
-    made once all n are waiting. Returns each client's result ({"rc", "messages"})."""
-    write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
-    barrier.mkdir()
-    argv = [sys.executable, str(PAM_CLIENT), "race", user, json.dumps([{"barrier": str(barrier), "answer": answer}])]
-
-    def start():
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=pam_env(service_dir), stdin=subprocess.DEVNULL)
-
-    procs = [start() for _ in range(n)]
-    deadline = time.monotonic() + 120
-    while len(list(barrier.glob("ready.*"))) < n:
-        for i, p in enumerate(procs):
-            if p.poll() is not None:
-                out, err = p.communicate()
-                # pam_wrapper's copy of the service directory can race (see conftest): the
-                # module never ran and never prompted, so starting the client again is safe.
-                if '"messages": []' in out or not out.strip():
-                    procs[i] = start()
-                else:
-                    raise AssertionError(f"a login ended before the barrier:\n{out}{err}")
-        assert time.monotonic() < deadline, "the logins never all reached the prompt"
-        time.sleep(0.01)
-    (barrier / "go").touch()
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        lines = [l for l in out.splitlines() if l.startswith("{")]
-        assert lines, out + err
-        results.append(json.loads(lines[-1]))
-    return results
-
-
 @pytest.mark.parametrize("provider", ["twilio", *CHECKERS])
 def test_16_concurrent_logins_with_one_texted_code_succeed_exactly_once(
         ww, run_pam_conv, service_dir, pam_module, request, outbox, tmp_path, provider):
@@ -392,7 +353,8 @@ def test_16_concurrent_logins_with_one_texted_code_succeed_exactly_once(
     enroll_sms(ww)
     first = run_pam_conv(ww.args(), "alice", [None])  # the code is texted; the user hangs up
     assert len(texts(outbox)) == 1, first.output
-    results = concurrent_logins(ww, service_dir, pam_module, "alice", code_from(outbox), 16, tmp_path / "barrier")
+    write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
+    results = run_pam_clients_at_once(service_dir, ["race"] * 16, "alice", code_from(outbox), tmp_path / "barrier")
     assert all(any(m["msg"] == SENT_PROMPT for m in r["messages"]) for r in results)
     codes = sorted(r["rc"] for r in results)
     assert codes.count(PAM_SUCCESS) == 1, codes
