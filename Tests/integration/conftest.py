@@ -179,18 +179,29 @@ def run_pam_client(service_dir: Path, service: str, user: str,
     """Run pam_client.py (scripted conversation, see its docstring)."""
     argv = [sys.executable, str(PAM_CLIENT), service, user,
             json.dumps(list(responses)), str(flags)]
-    start = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True,
-                          env=pam_env(service_dir, env_extra), timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    run = PamRun(proc.returncode, proc.stdout, proc.stderr,
-                 time.monotonic() - start)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    if lines:
-        result = json.loads(lines[-1])
-        run.pam_rc = result["rc"]
-        run.messages = result["messages"]
+    for _attempt in range(8):
+        start = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              env=pam_env(service_dir, env_extra), timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        run = PamRun(proc.returncode, proc.stdout, proc.stderr,
+                     time.monotonic() - start)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        if lines:
+            result = json.loads(lines[-1])
+            run.pam_rc = result["rc"]
+            run.messages = result["messages"]
+        if not _pam_client_wrapper_failed(run):
+            break
     return run
+
+
+def _pam_client_wrapper_failed(run: PamRun) -> bool:
+    """pam_client's sign of _pam_wrapper_failed: PAM_ABORT (26), which pam_watchword.so
+    never returns, with nothing said and no line from the module, when pam_wrapper's copy
+    of the service directory raced with another client's. The module never ran, so
+    running the client again is safe."""
+    return run.pam_rc == 26 and not run.messages and not run.syslog
 
 
 def run_pam_clients_at_once(service_dir: Path, services: Sequence[str], user: str, answer,
