@@ -301,12 +301,19 @@ private struct Login {
         guard let phone else { return .notSent(.authErr) }
         let policy = SMSCodePolicy(settings: config.sms)
         let now = flow.now()
-        var code: String? = nil
         let plan: SMSCodePolicy.Plan?
+        /// The code watchword made (`command`, `twilio`), and the new pending code's identity.
+        let code: String?
+        let codeID: String?
         do {
-            plan = try store.update(user) { (current: inout UserRecord?) throws -> SMSCodePolicy.Plan? in
-                guard var record = current else { return nil }
+            // The store may run this more than once (the database store's retry under the row
+            // lock): everything it decides is returned, nothing is kept from an earlier run.
+            (plan, code, codeID) = try store.update(user) {
+                (current: inout UserRecord?) throws -> (SMSCodePolicy.Plan?, String?, String?) in
+                guard var record = current else { return (nil, nil, nil) }
                 var plan = policy.plan(for: record, now: now)
+                var code: String? = nil
+                var codeID: String? = nil
                 if plan == .send {
                     if let refusal = try store.updateSMSGlobal({ policy.takeGlobal(&$0, now: now) }) {
                         plan = .refused(refusal)
@@ -317,11 +324,13 @@ private struct Login {
                             hash = SMSCodePolicy.hash(fresh, user: user, key: key)
                             code = fresh
                         }
-                        policy.recordSend(&record, codeHash: hash, now: now)
+                        let id = try PendingSMSCode.newID()
+                        policy.recordSend(&record, codeHash: hash, id: id, now: now)
+                        codeID = id
                     }
                 }
                 current = record
-                return plan
+                return (plan, code, codeID)
             }
         } catch {
             conversation.log(.err, "\(who): denied: \(error)")
@@ -361,7 +370,7 @@ private struct Login {
         } catch {
             conversation.log(.err, "\(who): SMS to \(phone.masked) not sent (\(provider)): \(error)")
             conversation.error(sendFailedMessage)
-            forgetPendingCode(sentAt: now)
+            if let codeID { forgetPendingCode(codeID) }
             return .notSent(.unavailable)
         }
         conversation.log(.info, "\(who): SMS code sent to \(phone.masked) (\(provider))")
@@ -376,9 +385,9 @@ private struct Login {
 
     /// A code that never left is not worth waiting for; the send still counts toward the
     /// limits (a provider that fails is not to be hammered).
-    func forgetPendingCode(sentAt time: Int64) {
+    func forgetPendingCode(_ id: String) {
         _ = try? store.update(user) { (current: inout UserRecord?) in
-            if var record = current, record.sms.lastSent == time, record.sms.pending != nil {
+            if var record = current, record.sms.pending?.id == id {
                 record.sms.pending = nil
                 current = record
             }
@@ -406,29 +415,55 @@ private struct Login {
         var note: String? = nil
         var verdict: Verdict?
         do {
-            verdict = try store.update(user) { (current: inout UserRecord?) -> Verdict? in
-                guard var fresh = current else { return nil }
+            // The store may run this more than once; what it decides is what it returns.
+            (verdict, note) = try store.update(user) { (current: inout UserRecord?) throws -> (Verdict?, String?) in
+                guard var fresh = current else { return (nil, nil) }
                 let now = flow.now()
-                note = Self.pendingNote(fresh.sms.pending, now: now)
+                let note = Self.pendingNote(fresh.sms.pending, now: now)
+                if smsCheck == .service, var pending = fresh.sms.pending, pending.id == nil {
+                    // Texted by a version that gave codes no identity: one now, so that the
+                    // service's approval can be tied to this code (see finishServiceCheck).
+                    pending.id = try PendingSMSCode.newID()
+                    fresh.sms.pending = pending
+                }
                 let verdict = verifier.check(answer, record: &fresh, now: now, key: key, sms: smsCheck)
                 current = fresh
-                return verdict
+                return (verdict, note)
             }
-            if case .askService(let code)? = verdict, let phone {
+            // The answer is counted as wrong already; only the service's approval, taken under
+            // the lock while the code is still pending, turns it into a success.
+            if case .askService(let code, let codeID, let failures, let lockedFor)? = verdict, let phone {
                 let approved: Bool
                 do {
                     approved = try loadGateway().verificationService.check(code, for: phone)
                 } catch {
-                    conversation.log(
-                        .err, "\(who): SMS code not checked (\(config.sms.provider.rawValue)): \(error)")
+                    var line = "\(who): SMS code not checked (\(config.sms.provider.rawValue)): \(error); "
+                        + "counted as a wrong answer (failure \(failures) of \(config.policy.maxFailures))"
+                    if let lockedFor { line += "; locked out for \(lockedFor) seconds" }
+                    conversation.log(.err, line)
+                    if let lockedFor {
+                        conversation.error(LoginFlow.lockedMessage(lockedFor))
+                        return .done(.maxtries)
+                    }
                     conversation.error("The code could not be checked; try again later.")
                     return .serviceFailed(.unavailable)
                 }
-                verdict = try store.update(user) { (current: inout UserRecord?) -> Verdict? in
-                    guard var fresh = current else { return nil }
-                    let verdict = verifier.finishServiceCheck(approved: approved, record: &fresh, now: flow.now())
-                    current = fresh
-                    return verdict
+                if approved {
+                    verdict = try store.update(user) { (current: inout UserRecord?) -> Verdict? in
+                        guard var fresh = current else { return nil }
+                        let verdict = verifier.finishServiceCheck(
+                            approved: true, codeID: codeID, record: &fresh, now: flow.now())
+                        current = fresh
+                        return verdict
+                    }
+                    if case .rejected? = verdict {
+                        conversation.log(
+                            .notice,
+                            "\(who): the SMS code was approved by \(config.sms.provider.rawValue) but is no longer "
+                                + "pending (used by another login, replaced or expired): not accepted")
+                    }
+                } else {
+                    verdict = .rejected(failures: failures, lockedFor: lockedFor)
                 }
             }
         } catch {

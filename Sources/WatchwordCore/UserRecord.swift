@@ -90,6 +90,8 @@ public struct StateFormatError: Error, Sendable, Equatable, CustomStringConverti
 ///
 ///     phone +14155550123          E.164
 ///     sms.code <64 hex>           keyed hash of a code watchword made; needs sms.expires
+///     sms.id <32 hex>             which text the pending code came in; needs sms.expires
+///                                 (absent in files written before codes had one)
 ///     sms.expires <unix time>     a code is pending until then; with sms.tries
 ///     sms.tries <0-3>             wrong answers while it was pending
 ///     sms.last_sent <unix time>   the last text
@@ -119,6 +121,7 @@ extension UserRecord {
         if let phone { lines.append("phone \(phone.e164)") }
         if let pending = sms.pending {
             if let hash = pending.hash { lines.append("sms.code \(hash)") }
+            if let id = pending.id { lines.append("sms.id \(id)") }
             lines.append("sms.expires \(pending.expires)")
             lines.append("sms.tries \(pending.tries)")
         }
@@ -239,10 +242,14 @@ extension UserRecord {
                 throw StateFormatError(line: reader.line("sms.code"), message: "sms.code is not 64 lowercase hex digits")
             }
         }
-        if reader.has("sms.expires") || hash != nil || reader.has("sms.tries") {
+        let id = reader.takeOptional("sms.id")
+        if let id, !PendingSMSCode.isValidID(id) {
+            throw StateFormatError(line: reader.line("sms.id"), message: "sms.id is not 32 lowercase hex digits")
+        }
+        if reader.has("sms.expires") || hash != nil || id != nil || reader.has("sms.tries") {
             let expires = try reader.int("sms.expires", 0...Int64.max)
             let tries = Int(try reader.int("sms.tries", 0...Int64(PendingSMSCode.maxTries)))
-            record.sms.pending = PendingSMSCode(hash: hash, expires: expires, tries: tries)
+            record.sms.pending = PendingSMSCode(hash: hash, expires: expires, tries: tries, id: id)
         }
         if reader.has("sms.last_sent") {
             record.sms.lastSent = try reader.int("sms.last_sent", 1...Int64.max)

@@ -11,9 +11,12 @@ public enum Verdict: Sendable, Equatable {
     /// Locked before the answer was looked at.
     case locked(remaining: Int64)
     /// Nothing here matched, but the SMS service holds a pending code: ask it whether the
-    /// answer is that code, then call `Verifier.finishServiceCheck`. One of the code's
-    /// tries is already used up.
-    case askService(code: String)
+    /// answer is that code. The answer is already counted as a wrong one (a failure, with
+    /// `failures` and `lockedFor` as `.rejected` would give them, and one of the code's
+    /// tries): whatever happens to the question, a guess is never free. Only an approval
+    /// changes that, through `Verifier.finishServiceCheck`, and only while the code
+    /// `codeID` is still the pending one.
+    case askService(code: String, codeID: String, failures: Int, lockedFor: Int64?)
 
     public enum Method: String, Sendable { case totp, hotp, recovery, sms }
 }
@@ -53,7 +56,13 @@ public struct Verifier: Sendable {
     ///
     /// With `sms`, the pending SMS code takes part too: a wrong answer uses up one of its
     /// tries (it dies after `PendingSMSCode.maxTries`), an expired one is dropped, and a
-    /// code the service holds is left to `.askService`.
+    /// code the service holds is left to `.askService`, the answer counted as wrong first.
+    ///
+    /// A service's code used up by tries stays in the record (dead: no answer is sent to the
+    /// service for it) until it expires, is replaced or a login is accepted: an answer
+    /// already at the service may yet be approved, and its approval must find the code.
+    /// Its identity is needed to ask the service; one without (`PendingSMSCode.id`, an old
+    /// record) is never asked about, so the caller gives it one first.
     public func check(
         _ answer: [UInt8], record: inout UserRecord, now: Int64, key: SymmetricKey?, sms: SMSCheck = .none
     ) -> Verdict {
@@ -61,7 +70,11 @@ public struct Verifier: Sendable {
         guard let code = Self.normalize(answer) else {
             return .malformed(answer.isEmpty ? "empty answer" : "answer is not a code of digits")
         }
-        if let pending = record.sms.pending, !pending.isAlive(at: now) { record.sms.pending = nil }
+        if let pending = record.sms.pending,
+            now >= pending.expires || (pending.hash != nil && pending.tries >= PendingSMSCode.maxTries)
+        {
+            record.sms.pending = nil
+        }
         if let method = acceptOTP(code, record: &record, now: now) {
             return succeed(method, record: &record, now: now)
         }
@@ -75,27 +88,39 @@ public struct Verifier: Sendable {
             record.recoveryCodeHashes.remove(at: index)
             return succeed(.recovery, record: &record, now: now)
         }
-        if case .service = sms, var pending = record.sms.pending, pending.hash == nil, (4...10).contains(code.utf8.count) {
-            pending.tries += 1
-            record.sms.pending = pending
-            return .askService(code: code)
+        if case .service = sms, let pending = record.sms.pending, pending.hash == nil, let id = pending.id,
+            pending.isAlive(at: now), (4...10).contains(code.utf8.count)
+        {
+            // Counted before the service is asked: a service that fails, hangs or is made to
+            // fail does not make a guess free, nor tell a right one from a wrong one.
+            useSMSTry(record: &record)
+            let (failures, lockedFor) = countFailure(record: &record, now: now)
+            return .askService(code: code, codeID: id, failures: failures, lockedFor: lockedFor)
         }
         useSMSTry(record: &record)
         return fail(record: &record, now: now)
     }
 
-    /// Completes `.askService` with the service's answer.
-    public func finishServiceCheck(approved: Bool, record: inout UserRecord, now: Int64) -> Verdict {
-        if approved { return succeed(.sms, record: &record, now: now) }
-        if let pending = record.sms.pending, !pending.isAlive(at: now) { record.sms.pending = nil }
-        return fail(record: &record, now: now)
+    /// Completes `.askService` under the user's lock once the service has answered. An
+    /// approval is taken only if the code `codeID` is still the pending one and has not
+    /// expired: the first login to come back with it is accepted (the failure its answer
+    /// was counted as is given back, as any success does) and the code is gone; every other
+    /// login, whatever the service said, stays a counted failure. A refusal changes nothing
+    /// (the answer was counted when it was asked).
+    public func finishServiceCheck(approved: Bool, codeID: String, record: inout UserRecord, now: Int64) -> Verdict {
+        if approved, let pending = record.sms.pending, pending.hash == nil, pending.id == codeID, now < pending.expires {
+            return succeed(.sms, record: &record, now: now)
+        }
+        return .rejected(failures: record.failures, lockedFor: record.lockoutRemaining(at: now))
     }
 
-    /// A wrong answer while a code is pending is a guess at it too.
+    /// A wrong answer while a code is pending is a guess at it too. A code watchword checks
+    /// is dropped at its last try; one the service checks is kept, dead, for the answers
+    /// still at the service (see `check`).
     private func useSMSTry(record: inout UserRecord) {
-        guard var pending = record.sms.pending else { return }
+        guard var pending = record.sms.pending, pending.tries < PendingSMSCode.maxTries else { return }
         pending.tries += 1
-        record.sms.pending = pending.tries >= PendingSMSCode.maxTries ? nil : pending
+        record.sms.pending = pending.tries >= PendingSMSCode.maxTries && pending.hash != nil ? nil : pending
     }
 
     private func succeed(_ method: Verdict.Method, record: inout UserRecord, now: Int64) -> Verdict {
@@ -110,12 +135,18 @@ public struct Verifier: Sendable {
     /// Counts a failure; from `maxFailures` on, each failure locks for twice as long as the
     /// one before, up to `lockoutMaxSeconds`.
     public func fail(record: inout UserRecord, now: Int64) -> Verdict {
+        let (failures, lockedFor) = countFailure(record: &record, now: now)
+        return .rejected(failures: failures, lockedFor: lockedFor)
+    }
+
+    /// `fail`'s count: the failures now, and the seconds of lockout this one started.
+    private func countFailure(record: inout UserRecord, now: Int64) -> (Int, Int64?) {
         record.failures = min(record.failures + 1, 1_000_000_000)
-        guard record.failures >= policy.maxFailures else { return .rejected(failures: record.failures, lockedFor: nil) }
+        guard record.failures >= policy.maxFailures else { return (record.failures, nil) }
         let doublings = min(record.failures - policy.maxFailures, 30)
         let seconds = min(Int64(policy.lockoutSeconds) << Int64(doublings), Int64(policy.lockoutMaxSeconds))
         record.lockedUntil = now + seconds
-        return .rejected(failures: record.failures, lockedFor: seconds)
+        return (record.failures, seconds)
     }
 
     private func acceptOTP(_ code: String, record: inout UserRecord, now: Int64) -> Verdict.Method? {

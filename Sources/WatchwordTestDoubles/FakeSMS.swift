@@ -40,6 +40,12 @@ public final class FakeVerificationService: SMSVerificationService, @unchecked S
     public var startFailure: SMSError?
     /// When set, `check` throws it.
     public var checkFailure: SMSError?
+    /// Approve the right code every time it is checked, not once (a service that cannot be
+    /// trusted to make a code single-use).
+    public var approveRepeatedly = false
+    /// Called at each check with the number of checks so far (this one included), before
+    /// the answer: a test runs other logins there, as if they came while this one waited.
+    public var onCheck: ((Int) -> Void)?
 
     public init() {}
 
@@ -51,9 +57,10 @@ public final class FakeVerificationService: SMSVerificationService, @unchecked S
 
     public func check(_ code: String, for phone: PhoneNumber) throws(SMSError) -> Bool {
         checked.append((phone, code))
+        onCheck?(checked.count)
         if let checkFailure { throw checkFailure }
         guard let expected = codes[phone], expected == code else { return false }
-        codes[phone] = nil  // approved once, like the real services
+        if !approveRepeatedly { codes[phone] = nil }  // approved once, like the real services
         return true
     }
 

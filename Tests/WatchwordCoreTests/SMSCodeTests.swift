@@ -5,6 +5,7 @@ import WatchwordCrypto
 private let now = Fixture.now
 private let key = Fixture.recoveryKey
 private let phone = try! PhoneNumber("+14155550123")
+private let idA = String(repeating: "a1", count: 16)
 
 private func settings(
     ttl: Int = 300, resend: Int = 30, perHour: Int = 5, total: Int = 100, digits: Int = 6
@@ -30,7 +31,7 @@ private func pending(_ code: String, policy: SMSCodePolicy = SMSCodePolicy(setti
     -> UserRecord
 {
     var record = base
-    policy.recordSend(&record, codeHash: SMSCodePolicy.hash(code, user: record.user, key: key), now: now)
+    policy.recordSend(&record, codeHash: SMSCodePolicy.hash(code, user: record.user, key: key), id: idA, now: now)
     return record
 }
 
@@ -42,8 +43,8 @@ struct SMSSendPolicyTests {
     func firstSend() {
         var record = smsRecord()
         #expect(policy.plan(for: record, now: now) == .send)
-        policy.recordSend(&record, codeHash: "h", now: now)
-        #expect(record.sms.pending == PendingSMSCode(hash: "h", expires: now + 300, tries: 0))
+        policy.recordSend(&record, codeHash: "h", id: idA, now: now)
+        #expect(record.sms.pending == PendingSMSCode(hash: "h", expires: now + 300, tries: 0, id: idA))
         #expect(record.sms.lastSent == now)
         #expect(record.sms.sent.count(at: now) == 1)
     }
@@ -70,7 +71,7 @@ struct SMSSendPolicyTests {
         var t = now
         for _ in 0..<5 {
             #expect(policy.plan(for: record, now: t) == .send)
-            policy.recordSend(&record, codeHash: nil, now: t)
+            policy.recordSend(&record, codeHash: nil, id: idA, now: t)
             record.sms.pending = nil
             t += 60
         }
@@ -208,16 +209,80 @@ struct SMSVerifierTests {
         #expect(strict.check(Fixture.bytes("123456"), record: &record, now: now + 1, key: key, sms: .local) == .locked(remaining: 59))
     }
 
-    @Test("with a service-held code, a non-matching answer asks the service, using a try first")
+    @Test("with a service-held code, a non-matching answer is counted (a try and a failure), then the service is asked")
     func service() {
         var record = smsRecord()
-        SMSCodePolicy(settings: settings()).recordSend(&record, codeHash: nil, now: now)
-        #expect(verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service) == .askService(code: "424242"))
-        #expect(record.sms.pending?.tries == 1 && record.failures == 0)
-        #expect(verifier.finishServiceCheck(approved: false, record: &record, now: now) == .rejected(failures: 1, lockedFor: nil))
-        #expect(verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service) == .askService(code: "424242"))
-        #expect(verifier.finishServiceCheck(approved: true, record: &record, now: now) == .accepted(.sms))
+        SMSCodePolicy(settings: settings()).recordSend(&record, codeHash: nil, id: idA, now: now)
+        #expect(
+            verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service)
+                == .askService(code: "424242", codeID: idA, failures: 1, lockedFor: nil))
+        #expect(record.sms.pending?.tries == 1 && record.failures == 1)
+        // A refusal changes nothing more: the answer was counted when it was asked.
+        let counted = record
+        #expect(
+            verifier.finishServiceCheck(approved: false, codeID: idA, record: &record, now: now)
+                == .rejected(failures: 1, lockedFor: nil))
+        #expect(record == counted)
+        #expect(
+            verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service)
+                == .askService(code: "424242", codeID: idA, failures: 2, lockedFor: nil))
+        // An approval gives the failure back (as any success does) and uses the code.
+        #expect(verifier.finishServiceCheck(approved: true, codeID: idA, record: &record, now: now) == .accepted(.sms))
         #expect(record.sms.pending == nil && record.failures == 0)
+        // Approved again (a provider that approves repeatedly, a racing login): refused.
+        #expect(
+            verifier.finishServiceCheck(approved: true, codeID: idA, record: &record, now: now)
+                == .rejected(failures: 0, lockedFor: nil))
+        #expect(record.lastSuccess == now)
+    }
+
+    @Test("an approval is taken only for the same code, still pending and not expired")
+    func serviceApprovalNeedsTheSameLiveCode() {
+        let policy = SMSCodePolicy(settings: settings())
+        var record = smsRecord()
+        policy.recordSend(&record, codeHash: nil, id: idA, now: now)
+        guard case .askService(_, let id, _, _) = verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service) else {
+            Issue.record("not asked")
+            return
+        }
+        // A new text replaced the code meanwhile.
+        var replaced = record
+        policy.recordSend(&replaced, codeHash: nil, id: String(repeating: "b2", count: 16), now: now + 40)
+        #expect(verifier.finishServiceCheck(approved: true, codeID: id, record: &replaced, now: now + 41) == .rejected(failures: 1, lockedFor: nil))
+        #expect(replaced.sms.pending != nil && replaced.lastSuccess == 0)
+        // The code expired before the approval came back.
+        var late = record
+        #expect(verifier.finishServiceCheck(approved: true, codeID: id, record: &late, now: now + 300) == .rejected(failures: 1, lockedFor: nil))
+        #expect(late.lastSuccess == 0)
+        // The same code, alive: accepted, even with the code's tries used up by answers after it.
+        var busy = record
+        for _ in 0..<2 { _ = verifier.check(Fixture.bytes("111111"), record: &busy, now: now, key: key, sms: .service) }
+        #expect(busy.sms.pending?.tries == 3 && busy.failures == 3)
+        #expect(verifier.finishServiceCheck(approved: true, codeID: id, record: &busy, now: now + 1) == .accepted(.sms))
+    }
+
+    @Test("the answer that reaches max_failures locks before the service is asked; an approval still unlocks")
+    func serviceLockout() {
+        var p = Policy()
+        p.maxFailures = 2
+        p.lockoutSeconds = 60
+        let strict = Verifier(policy: p)
+        var record = smsRecord()
+        SMSCodePolicy(settings: settings()).recordSend(&record, codeHash: nil, id: idA, now: now)
+        #expect(strict.check(Fixture.bytes("111111"), record: &record, now: now, key: key, sms: .service) == .askService(code: "111111", codeID: idA, failures: 1, lockedFor: nil))
+        #expect(strict.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service) == .askService(code: "424242", codeID: idA, failures: 2, lockedFor: 60))
+        // Whatever the service says to the first, the next answer is refused unchecked.
+        #expect(strict.check(Fixture.bytes("424243"), record: &record, now: now + 1, key: key, sms: .service) == .locked(remaining: 59))
+        // The second answer was asked before the lockout: its approval is taken.
+        #expect(strict.finishServiceCheck(approved: true, codeID: idA, record: &record, now: now + 1) == .accepted(.sms))
+        #expect(record.failures == 0 && record.lockedUntil == 0)
+    }
+
+    @Test("a service-held code without an identity (an old record) is never asked about")
+    func serviceWithoutID() {
+        var record = smsRecord()
+        record.sms.pending = PendingSMSCode(hash: nil, expires: now + 300)
+        #expect(verifier.check(Fixture.bytes("424242"), record: &record, now: now, key: key, sms: .service) == .rejected(failures: 1, lockedFor: nil))
     }
 
     @Test("the service is not asked without a live code, nor for answers that cannot be codes")
@@ -225,19 +290,25 @@ struct SMSVerifierTests {
         var none = smsRecord()
         #expect(verifier.check(Fixture.bytes("424242"), record: &none, now: now, key: key, sms: .service) == .rejected(failures: 1, lockedFor: nil))
         var record = smsRecord()
-        SMSCodePolicy(settings: settings()).recordSend(&record, codeHash: nil, now: now)
+        SMSCodePolicy(settings: settings()).recordSend(&record, codeHash: nil, id: idA, now: now)
         #expect(verifier.check(Fixture.bytes("123"), record: &record, now: now, key: key, sms: .service) == .rejected(failures: 1, lockedFor: nil))
         #expect(verifier.check(Fixture.bytes("12345678901"), record: &record, now: now, key: key, sms: .service) == .rejected(failures: 2, lockedFor: nil))
         #expect(verifier.check(Fixture.bytes("424242"), record: &record, now: now + 300, key: key, sms: .service) == .rejected(failures: 3, lockedFor: nil))
-        // Three asks use the code up.
+        #expect(record.sms.pending == nil)  // expired: dropped
+        // Three asks use the code up; it stays, dead, for answers still at the service.
         var used = smsRecord()
-        SMSCodePolicy(settings: settings()).recordSend(&used, codeHash: nil, now: now)
-        for _ in 0..<3 {
-            #expect(verifier.check(Fixture.bytes("111111"), record: &used, now: now, key: key, sms: .service) == .askService(code: "111111"))
-            _ = verifier.finishServiceCheck(approved: false, record: &used, now: now)
+        SMSCodePolicy(settings: settings()).recordSend(&used, codeHash: nil, id: idA, now: now)
+        for n in 1...3 {
+            #expect(
+                verifier.check(Fixture.bytes("111111"), record: &used, now: now, key: key, sms: .service)
+                    == .askService(code: "111111", codeID: idA, failures: n, lockedFor: nil))
+            _ = verifier.finishServiceCheck(approved: false, codeID: idA, record: &used, now: now)
         }
-        #expect(used.sms.pending == nil)
+        #expect(used.sms.pending?.tries == 3 && used.sms.pending?.isAlive(at: now) == false)
         #expect(verifier.check(Fixture.bytes("424242"), record: &used, now: now, key: key, sms: .service) == .rejected(failures: 4, lockedFor: nil))
+        #expect(used.sms.pending?.tries == 3)
+        #expect(verifier.check(Fixture.bytes("424242"), record: &used, now: now + 300, key: key, sms: .service) == .rejected(failures: 5, lockedFor: 30))
+        #expect(used.sms.pending == nil)
     }
 
     @Test("an empty answer is blank; spaces and tabs too; digits are not")

@@ -62,6 +62,14 @@ private final class SMSHarness {
     func record() throws -> UserRecord { try #require(try store.load(Fixture.alice)) }
 }
 
+extension String {
+    /// Six digits, zero-padded.
+    fileprivate init(format6 n: Int) {
+        let digits = String(n % 1_000_000)
+        self = String(repeating: "0", count: 6 - digits.count) + digits
+    }
+}
+
 /// An answer decided when the prompt comes: the code just texted is only known then.
 private enum ScriptedAnswer {
     case text(String)
@@ -330,7 +338,7 @@ struct SMSLoginFlowTests {
         #expect(!String(decoding: record.serialized(), as: UTF8.self).contains("sms.code"))
     }
 
-    @Test("the service says no: a counted failure; the service cannot check: unavailable, not counted")
+    @Test("the service says no: a counted failure; the service cannot check: unavailable, and still counted")
     func verificationServiceFailures() throws {
         let h = try SMSHarness(recovery: false, provider: .nomado)
         #expect(h.login([.text("000000")]).0 == .authErr)
@@ -340,8 +348,118 @@ struct SMSLoginFlowTests {
         let (outcome, c) = h.login([.text("111111")])
         #expect(outcome == .unavailable)
         #expect(c.errors == ["The code could not be checked; try again later."])
-        #expect(c.logs.contains { $0.0 == .err && $0.1.contains("HTTP 503") })
-        #expect(try h.record().failures == 1)
+        #expect(c.logs.contains {
+            $0.0 == .err && $0.1.contains("HTTP 503") && $0.1.contains("counted as a wrong answer (failure 2 of 5)")
+        })
+        #expect(try h.record().failures == 2)
+        #expect(try h.record().sms.pending?.tries == 2)
+    }
+
+    @Test(
+        "the service cannot check any answer: every wrong one is counted, and max_failures of them lock the user out",
+        arguments: [SMSSettings.Provider.twilioVerify, .nomado])
+    func verificationServiceDownLocksOut(_ provider: SMSSettings.Provider) throws {
+        let h = try SMSHarness(totp: true, provider: provider)
+        h.config.sms.resendIntervalSeconds = 0
+        h.config.sms.maxPerHour = 100
+        h.service.checkFailure = SMSError(.serverError, "\(provider.rawValue): HTTP 503")
+        let wrong = (0..<6).map { String(format6: 135_791 + $0) }.filter { code in
+            (-2...12).allSatisfy { Fixture.code(at: Fixture.now + Int64($0) * 30) != code }
+        }
+        // Each login: Enter (a new text), a wrong code (asked: 503), at the fallback prompt
+        // another (asked again: 503). Both counted.
+        for n in 1...2 {
+            let (outcome, c) = h.login([.text(""), .text(wrong[2 * n - 2]), .text(wrong[2 * n - 1])])
+            #expect(outcome == .unavailable)
+            #expect(c.prompts == [offerPrompt, sentPrompt, "Verification code: "])
+            #expect(try h.record().failures == 2 * n)
+            #expect(h.service.checked.count == 2 * n)
+            h.clock.advance(by: 1)
+        }
+        // The fifth locks, whatever the service said; the user is told so.
+        let (locked, c) = h.login([.text(""), .text(wrong[4])])
+        #expect(locked == .maxtries)
+        #expect(c.errors.last == "Too many failed codes: try again in 30 seconds.")
+        #expect(c.logLines.contains { $0.contains("(failure 5 of 5); locked out for 30 seconds") })
+        #expect(h.service.checked.count == 5)
+        let record = try h.record()
+        #expect(record.failures == 5 && record.lockedUntil == h.clock.time + 30)
+        // Then refused at once: no prompt, no text, no check.
+        let (again, c2) = h.login([.text(""), .text(wrong[5])])
+        #expect(again == .maxtries && c2.prompts.isEmpty)
+        #expect(h.service.checked.count == 5 && h.service.started.count == 3)
+        #expect(try h.record().failures == 5)
+    }
+
+    @Test(
+        "16 logins answer one code that the service approves every time: exactly one is accepted",
+        arguments: [SMSSettings.Provider.twilioVerify, .nomado])
+    func serviceApprovalRace(_ provider: SMSSettings.Provider) throws {
+        let h = try SMSHarness(provider: provider)
+        h.service.approveRepeatedly = true
+        var outcomes: [LoginOutcome] = []
+        // Logins 2 and 3 answer while the one before them waits for the service; the code
+        // then has no tries left, and logins 4 to 16 answer while login 3 waits. Then the
+        // service approves 3, 2 and 1, in that order.
+        h.service.onCheck = { n in
+            if n < 3 {
+                outcomes.append(h.login([.serviceCode]).0)
+            } else if n == 3 {
+                for _ in 0..<13 { outcomes.append(h.login([.serviceCode]).0) }
+            }
+        }
+        outcomes.append(h.login([.serviceCode]).0)
+        #expect(outcomes.count == 16)
+        #expect(outcomes.filter { $0 == .success }.count == 1)
+        // In the order they ended: logins 4 to 16, then 3 (the first the service answered), 2, 1.
+        #expect(outcomes[13] == .success)
+        #expect(h.service.started.count == 1)
+        #expect(h.service.checked.count == 3)  // the code's three tries
+        let record = try h.record()
+        #expect(record.sms.pending == nil)
+        // Used: a login with it afterwards is refused without asking the service, which
+        // would approve it again.
+        h.service.onCheck = nil
+        #expect(h.login([.serviceCode]).0 == .authErr)
+        #expect(h.service.checked.count == 3)
+    }
+
+    @Test("two logins with one code, the second approved while the first waits: the first is refused and counted")
+    func serviceApprovalAfterUse() throws {
+        let h = try SMSHarness(provider: .nomado)
+        h.service.approveRepeatedly = true
+        var inner: LoginOutcome? = nil
+        h.service.onCheck = { n in if n == 1 { inner = h.login([.serviceCode]).0 } }
+        let (outer, c) = h.login([.serviceCode])
+        #expect(inner == .success)
+        #expect(outer == .authErr)
+        #expect(c.logLines.contains {
+            $0.contains("approved by nomado but is no longer pending (used by another login, replaced or expired)")
+        })
+        // Both answers were counted before the service was asked; the success then cleared
+        // the count (failures are consecutive), and the refusal after it added nothing.
+        #expect(try h.record().failures == 0)
+        #expect(try h.record().lastSuccess == Fixture.now)
+    }
+
+    @Test("a service code texted before codes had an identity gets one, and is accepted once")
+    func serviceCodeWithoutID() throws {
+        let h = try SMSHarness(provider: .twilioVerify)
+        try h.service.start(to: phone, template: "{{CODE}}")
+        try h.fixture.store(create: true).update(Fixture.alice) { (record: inout UserRecord?) in
+            record?.sms = SMSState(pending: PendingSMSCode(hash: nil, expires: Fixture.now + 300), lastSent: Fixture.now)
+        }
+        h.service.approveRepeatedly = true
+        var inner: LoginOutcome? = nil
+        var idDuringCheck: String? = nil
+        h.service.onCheck = { n in
+            idDuringCheck = try? h.record().sms.pending?.id
+            if n == 1 { inner = h.login([.serviceCode]).0 }
+        }
+        let (outer, _) = h.login([.serviceCode])
+        #expect(idDuringCheck.map(PendingSMSCode.isValidID) == true)
+        #expect([inner, outer].filter { $0 == .success }.count == 1)
+        #expect(h.service.started.count == 1)
     }
 
     @Test("the service cannot check, for a user with TOTP: asked once more, TOTP accepted")

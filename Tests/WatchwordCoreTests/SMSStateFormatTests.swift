@@ -4,6 +4,7 @@ import WatchwordCrypto
 
 private let alice = Fixture.alice
 private let hashA = String(repeating: "ab", count: 32)
+private let idA = String(repeating: "0f", count: 16)
 private let phone = try! PhoneNumber("+14155550123")
 
 private func window(_ pairs: [(Int64, Int)]) -> SendWindow {
@@ -54,12 +55,19 @@ struct SMSStateFormatTests {
 
         var service = Fixture.totpRecord()
         service.phone = try! PhoneNumber("+1234567")
-        service.sms = SMSState(pending: PendingSMSCode(hash: nil, expires: 1, tries: 0), lastSent: 1, sent: window([(0, 1)]))
+        service.sms = SMSState(pending: PendingSMSCode(hash: nil, expires: 1, tries: 0, id: idA), lastSent: 1, sent: window([(0, 1)]))
+
+        // Written before pending codes had an identity.
+        var oldService = Fixture.totpRecord()
+        oldService.phone = phone
+        oldService.sms = SMSState(pending: PendingSMSCode(hash: nil, expires: 5, tries: 1), lastSent: 1)
 
         // The phone was removed; the limits keep counting.
         var countersOnly = Fixture.totpRecord()
         countersOnly.sms = SMSState(lastSent: 1_700_000_000, sent: window([(28_333_333, 1_000_000)]))
-        return [phoneOnly, local, service, countersOnly]
+        var localWithID = local
+        localWithID.sms.pending?.id = idA
+        return [phoneOnly, local, service, countersOnly, oldService, localWithID]
     }
 
     @Test("serialize then parse gives the same record", arguments: records)
@@ -97,6 +105,31 @@ struct SMSStateFormatTests {
                 """))
     }
 
+    @Test("a pending code's identity is written after its hash, before its expiry")
+    func layoutWithID() {
+        let text = String(decoding: Self.records[5].serialized(), as: UTF8.self)
+        #expect(text.contains("\nsms.code \(hashA)\nsms.id \(idA)\nsms.expires 1700000300\nsms.tries 2\n"))
+        let service = String(decoding: Self.records[2].serialized(), as: UTF8.self)
+        #expect(service.contains("\nphone +1234567\nsms.id \(idA)\nsms.expires 1\nsms.tries 0\n"))
+    }
+
+    @Test("a pending code written before codes had an identity still parses, and is written back as it was")
+    func oldPendingParses() throws {
+        let bytes = withSMS(["phone +14155550123", "sms.expires 1700000300", "sms.tries 1", "sms.last_sent 1700000000"])
+        let record = try UserRecord.parse(bytes, expectedUser: alice)
+        #expect(record.sms.pending == PendingSMSCode(hash: nil, expires: 1_700_000_300, tries: 1, id: nil))
+        #expect(record.serialized() == bytes)
+        let local = withSMS(["sms.code \(hashA)", "sms.expires 1700000300", "sms.tries 0"])
+        #expect(try UserRecord.parse(local, expectedUser: alice).sms.pending == PendingSMSCode(hash: hashA, expires: 1_700_000_300))
+    }
+
+    @Test("new identities are 32 lowercase hex digits, and differ")
+    func newIDs() throws {
+        let ids = try (0..<8).map { _ in try PendingSMSCode.newID() }
+        #expect(ids.allSatisfy(PendingSMSCode.isValidID))
+        #expect(Set(ids).count == ids.count)
+    }
+
     @Test("a file written before SMS parses, with no phone and no SMS state")
     func oldFileParses() throws {
         let record = try UserRecord.parse(file(baseLines), expectedUser: alice)
@@ -132,6 +165,14 @@ struct SMSStateFormatTests {
         ("code short", ["sms.code abcd", "sms.expires 5", "sms.tries 0"]),
         ("code without expiry", ["sms.code \(hashA)", "sms.tries 0"]),
         ("code without tries", ["sms.code \(hashA)", "sms.expires 5"]),
+        ("id not hex", ["sms.id " + String(repeating: "zz", count: 16), "sms.expires 5", "sms.tries 0"]),
+        ("id upper case", ["sms.id " + String(repeating: "0F", count: 16), "sms.expires 5", "sms.tries 0"]),
+        ("id short", ["sms.id abcd", "sms.expires 5", "sms.tries 0"]),
+        ("id long", ["sms.id " + String(repeating: "0f", count: 17), "sms.expires 5", "sms.tries 0"]),
+        ("id empty", ["sms.id ", "sms.expires 5", "sms.tries 0"]),
+        ("id without expiry", ["sms.id \(idA)", "sms.tries 0"]),
+        ("id alone", ["sms.id \(idA)"]),
+        ("id twice", ["sms.id \(idA)", "sms.id \(idA)", "sms.expires 5", "sms.tries 0"]),
         ("expiry without tries", ["sms.expires 5"]),
         ("tries without expiry", ["sms.tries 0"]),
         ("tries above 3", ["sms.expires 5", "sms.tries 4"]),

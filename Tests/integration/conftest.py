@@ -227,6 +227,51 @@ def run_pam_client(service_dir: Path, service: str, user: str,
     return run
 
 
+def run_pam_clients_at_once(service_dir: Path, services: Sequence[str], user: str, answer,
+                            barrier: Path, *, timeout: float = 120) -> list[dict]:
+    """One pam_client.py login of `user` per entry of `services` (service names), all
+    started together; each answers its first prompt with `answer` only once all of them
+    are at that prompt, so the answers reach the module at the same moment.
+
+    Each client makes barrier/ready.PID at its prompt and waits for barrier/go, made here
+    once all are waiting (pam_client.py's {"barrier": ...} answer). Returns each client's
+    result ({"rc", "error", "messages"}), in the order of `services`."""
+    barrier = Path(barrier)
+    barrier.mkdir()
+    responses = json.dumps([{"barrier": str(barrier), "answer": answer}])
+
+    def start(service):
+        return subprocess.Popen([sys.executable, str(PAM_CLIENT), service, user, responses],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=pam_env(service_dir), stdin=subprocess.DEVNULL)
+
+    procs = [start(s) for s in services]
+    deadline = time.monotonic() + timeout
+    while len(list(barrier.glob("ready.*"))) < len(procs):
+        for i, p in enumerate(procs):
+            if p.poll() is not None:
+                out, err = p.communicate()
+                # pam_wrapper's copy of the service directory can race (see
+                # _pam_wrapper_failed): the module never ran, nothing was said; start again.
+                if '"messages": []' in out or not out.strip():
+                    procs[i] = start(services[i])
+                else:
+                    raise AssertionError(f"a login ended before all were at the prompt:\n{out}{err}")
+        if time.monotonic() > deadline:
+            for p in procs:
+                p.kill()
+            raise AssertionError("the logins never all reached the prompt")
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        lines = [l for l in out.splitlines() if l.startswith("{")]
+        assert lines, out + err
+        results.append(json.loads(lines[-1]))
+    return results
+
+
 @pytest.fixture(scope="session")
 def pam_module() -> Path:
     """The freshly built pam_watchword.so (skips unless root)."""

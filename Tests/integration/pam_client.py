@@ -15,6 +15,10 @@ a string (the answer), null (the conversation fails: PAM_CONV_ERR) or
 fails the conversation. {"from_file": PATH, "pattern": REGEX} answers with the last
 match of REGEX (group 1 if it has one) in the file PATH as it is when the prompt comes,
 or "" when there is none: how SMS tests type the code a stand-in provider received.
+{"barrier": DIR, "answer": ANSWER} is a user who waits for the others: at the prompt
+the client creates DIR/ready.PID, waits until DIR/go exists (up to 120 seconds), then
+answers ANSWER (itself any of the forms above); how tests make many logins answer at the
+same moment.
 FLAGS is an integer passed to pam_authenticate. ITEMS_JSON (optional) is a JSON object
 of PAM items to set before pam_authenticate: "rhost", "tty", "ruser" or "service"; a
 value is text, sent as UTF-8 with lone surrogates U+DC80..U+DCFF standing for the raw
@@ -119,6 +123,14 @@ def main():
             if answer is None:
                 # libpam frees nothing on failure; leaking this is fine here.
                 return PAM_CONV_ERR
+            if isinstance(answer, dict) and "barrier" in answer:
+                barrier = answer["barrier"]
+                with open(os.path.join(barrier, f"ready.{os.getpid()}"), "w"):
+                    pass
+                deadline = time.monotonic() + 120
+                while not os.path.exists(os.path.join(barrier, "go")) and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                answer = answer["answer"]
             if isinstance(answer, dict) and "delay" in answer:
                 time.sleep(answer["delay"])
                 answer = answer["answer"]

@@ -14,6 +14,12 @@ With ``tls`` (an ssl.SSLContext with the server's certificate) a stand-in speaks
 and ``host`` is the name its ``base`` URL uses (the test maps it to 127.0.0.1).
 ``ConnectionRecorder`` is a TCP listener that records who connected and what they said
 first (a proxy that must never be used).
+
+The services that check codes (twilio-verify, nomado) have two more switches, for the
+checks only (sending still works): ``check_fail``, an HTTP status answered to every
+check, as a provider that is down just when the code is checked; and
+``approve_repeatedly``, which approves the right code every time it is checked instead of
+once, as a provider that cannot be trusted to make a code single-use.
 """
 from __future__ import annotations
 
@@ -57,6 +63,8 @@ class StandIn:
         self.fail: int | str | None = None
         self.redirect: str | None = None
         self.tls, self.host = tls, host
+        self.check_fail: int | None = None
+        self.approve_repeatedly = False
         self._release = threading.Event()
         standin = self
 
@@ -205,10 +213,15 @@ class TwilioVerifyStandIn(StandIn):
             self.deliver(to, f"Your verification code is: {code}")
             return 201, {"sid": "VE" + secrets.token_hex(16), "status": "pending", "to": to, "channel": "sms"}
         if req.path == prefix + "VerificationCheck":
+            if self.check_fail is not None:
+                return self.check_fail, {"code": 60000 + self.check_fail,
+                                         "message": f"stand-in check failure {self.check_fail}",
+                                         "status": self.check_fail}
             if to not in self.codes:
                 return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404}
             if req.form.get("Code") == self.codes[to]:
-                del self.codes[to]
+                if not self.approve_repeatedly:
+                    del self.codes[to]
                 return 200, {"status": "approved", "valid": True, "to": to}
             return 200, {"status": "pending", "valid": False, "to": to}
         return 404, {"code": 20404, "message": "The requested resource was not found", "status": 404}
@@ -245,9 +258,12 @@ class NomadoStandIn(StandIn):
             self.deliver(j["to"], j["template"].replace("{{CODE}}", code))
             return 200, {"code": 200, "message": "OK", "data": {"id": secrets.token_hex(8), "to": j["to"]}}
         if req.path == "/2fa/verify":
+            if self.check_fail is not None:
+                return self.check_fail, {"code": self.check_fail,
+                                         "message": f"stand-in check failure {self.check_fail}"}
             number, token = req.json.get("number"), req.json.get("token")
             ok = isinstance(token, str) and self.codes.get(number) == token
-            if ok:
+            if ok and not self.approve_repeatedly:
                 del self.codes[number]
             return 200, {"code": 200, "message": "OK", "verify": ok}
         return 404, {"code": 404, "message": "Not found"}

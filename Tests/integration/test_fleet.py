@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, make_root_dir,
-                      run_pam_client, run_pamtester, write_service)
+                      run_pam_client, run_pam_clients_at_once, run_pamtester, write_service)
 from pgserver import PgServer, SilentListener
 from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
 
@@ -279,6 +279,60 @@ def test_sms_limits_are_shared(fleet, tmp_path):
         assert a.show("alice")["sms_sent_last_hour"] == 2
     finally:
         twilio.stop()
+
+
+@pytest.mark.parametrize("provider", ["twilio-verify", "nomado"])
+def test_16_concurrent_sms_logins_over_two_hosts_with_one_provider_checked_code_succeed_once(
+        fleet, tmp_path, provider):
+    """The database store's compare-and-swap, and its retry under the row lock, keep a
+    provider-checked code single-use, with a provider that approves it every time."""
+    from sms_standins import NomadoStandIn, TwilioVerifyStandIn
+    outbox = tmp_path / "outbox.txt"
+    standin = (TwilioVerifyStandIn if provider == "twilio-verify" else NomadoStandIn)(outbox)
+    standin.approve_repeatedly = True
+    try:
+        head = "[policy]\nmax_failures = 1000\n\n" + standin.config(resend_interval_seconds=600,
+                                                                      code_ttl_seconds=600)
+        a, b = fleet("a", head=head), fleet("b", head=head)
+        a.cli("enroll", "alice", "--sms", "+14155550123", "--json")
+        assert a.conv("alice", [None]).pam_rc == 19  # texted; the user hangs up (PAM_CONV_ERR)
+        answer = {"from_file": str(outbox), "pattern": r"is:? (\d{4,10})\b"}
+        results = run_pam_clients_at_once(a.service_dir, [a.service, b.service] * 8, "alice", answer,
+                                          tmp_path / "barrier")
+        codes = sorted(r["rc"] for r in results)
+        assert codes.count(PAM_SUCCESS) == 1 and codes.count(PAM_AUTH_ERR) == 15, codes
+        assert len(standin.texts) == 1
+        checks = [r for r in standin.requests if r.path.endswith(("/VerificationCheck", "/2fa/verify"))]
+        assert 1 <= len(checks) <= 3
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize("provider", ["twilio-verify", "nomado"])
+def test_wrong_sms_answers_are_counted_in_the_database_when_the_provider_cannot_check(fleet, tmp_path, provider):
+    from sms_standins import NomadoStandIn, TwilioVerifyStandIn
+    outbox = tmp_path / "outbox.txt"
+    standin = (TwilioVerifyStandIn if provider == "twilio-verify" else NomadoStandIn)(outbox)
+    standin.check_fail = 503
+    try:
+        head = standin.config(resend_interval_seconds=0, max_per_hour=100)  # max_failures = 5
+        a, b = fleet("a", head=head), fleet("b", head=head)
+        alice = a.enroll("alice", "--sms", "+14155550123")
+        valid = {oathtool_totp(alice["secret"], time.time() + d) for d in range(-120, 301, 30)}
+        wrong = [c for c in (f"{n:06d}" for n in range(271_828, 271_840)) if c not in valid][:5]
+        # Enter (a text), a wrong code (asked: 503), another at the fallback prompt (asked: 503).
+        for n, host in enumerate((a, b), start=1):
+            res = host.conv("alice", ["", wrong[2 * n - 2], wrong[2 * n - 1]])
+            assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+            assert a.show("alice")["failures"] == 2 * n
+        res = a.conv("alice", ["", wrong[4]])
+        assert res.pam_rc == PAM_MAXTRIES, res.output
+        assert b.show("alice")["failures"] == 5 and b.show("alice")["locked"] is True
+        before = len(standin.requests)
+        res = b.conv("alice", ["", wrong[0]])
+        assert res.pam_rc == PAM_MAXTRIES and len(standin.requests) == before, res.output
+    finally:
+        standin.stop()
 
 
 # --- the database goes away ----------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS
+from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, run_pam_clients_at_once,
+                      write_service)
 from sms_standins import NomadoStandIn, TwilioStandIn, TwilioVerifyStandIn, sms_config
 from ww import CLI, HELPER, Watchword, oathtool_totp, secret_of
 
@@ -278,6 +279,96 @@ def test_expired_code_is_rejected(ww, run_pam_conv, twilio, outbox):
     assert res.pam_rc == PAM_AUTH_ERR, res.output
     assert res.logged("the SMS code had expired"), res.log_text()
     assert len(texts(outbox)) == 1
+
+
+# --- provider-checked codes: every wrong answer counted, every code accepted once -------
+
+CHECKERS = {"twilio-verify": "verify", "nomado": "nomado"}
+
+
+def checks(standin) -> list:
+    """The requests that asked the stand-in to check a code."""
+    return [r for r in standin.requests if r.path.endswith(("/VerificationCheck", "/2fa/verify"))]
+
+
+def wrong_totp_codes(secret: str, n: int) -> list[str]:
+    """n six-digit answers that are none of the TOTP codes valid from 2 minutes ago to 5
+    minutes from now: wrong for the token, and never the code the provider texted."""
+    now = time.time()
+    valid = {oathtool_totp(secret, now + d) for d in range(-120, 301, 30)}
+    out, i = [], 0
+    while len(out) < n:
+        code = f"{(104_729 * i + 31_337) % 1_000_000:06d}"
+        if code not in valid:
+            out.append(code)
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("provider", list(CHECKERS))
+def test_wrong_answers_are_counted_when_the_provider_cannot_check(ww, run_pam_conv, request, provider):
+    """A provider that answers 503 to every check does not make guesses free: each wrong
+    answer is counted before the provider is asked, and max_failures of them lock the
+    user out (DESIGN: a wrong answer is counted as a failure even when the check fails)."""
+    standin = request.getfixturevalue(CHECKERS[provider])
+    # A new text at every login, so every wrong answer meets a live code and goes to the provider.
+    ww.write_config(standin.config(resend_interval_seconds=0, max_per_hour=100))
+    alice = ww.enroll("alice", "--sms", PHONE)
+    standin.check_fail = 503
+    guesses = wrong_totp_codes(alice["secret"], 5)
+    for n in (1, 2):
+        res = run_pam_conv(ww.args(), "alice", ["", guesses[2 * n - 2], guesses[2 * n - 1]])
+        assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
+        assert prompts(res) == [OFFER_PROMPT, SENT_PROMPT, "Verification code: "]
+        assert "The code could not be checked; try again later." in errors(res)
+        assert res.logged(f"SMS code not checked ({provider}): {provider}: HTTP 503"), res.log_text()
+        assert len(checks(standin)) == 2 * n
+        assert ww.show("alice")["failures"] == 2 * n
+    # The fifth wrong answer (max_failures = 5) locks the user out, whatever the provider said.
+    res = run_pam_conv(ww.args(), "alice", ["", guesses[4]])
+    assert res.pam_rc == PAM_MAXTRIES, res.output
+    assert len(checks(standin)) == 5
+    assert res.logged("(failure 5 of 5); locked out for 30 seconds"), res.log_text()
+    shown = ww.show("alice")
+    assert shown["failures"] == 5 and shown["locked"] is True
+    # The next login is refused at once: no prompt, no text, no check.
+    before = len(standin.requests)
+    res = run_pam_conv(ww.args(), "alice", ["", guesses[0]])
+    assert res.pam_rc == PAM_MAXTRIES, res.output
+    assert prompts(res) == []
+    assert len(standin.requests) == before
+    assert ww.show("alice")["failures"] == 5
+
+
+@pytest.mark.parametrize("provider", ["twilio", *CHECKERS])
+def test_16_concurrent_logins_with_one_texted_code_succeed_exactly_once(
+        ww, run_pam_conv, service_dir, pam_module, request, outbox, tmp_path, provider):
+    """Single use does not rest on the provider: a stand-in that approves the right code
+    every time it is asked still lets exactly one of 16 logins in. (twilio: watchword made
+    and checks the code; the same must hold.)"""
+    standin = request.getfixturevalue(CHECKERS.get(provider, provider))
+    standin.approve_repeatedly = True
+    # A high failure limit, so that the 15 losers do not lock the account during the race.
+    ww.write_config("[policy]\nmax_failures = 1000\n\n"
+                    + standin.config(resend_interval_seconds=600, code_ttl_seconds=600))
+    enroll_sms(ww)
+    first = run_pam_conv(ww.args(), "alice", [None])  # the code is texted; the user hangs up
+    assert len(texts(outbox)) == 1, first.output
+    write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
+    results = run_pam_clients_at_once(service_dir, ["race"] * 16, "alice", code_from(outbox), tmp_path / "barrier")
+    assert all(any(m["msg"] == SENT_PROMPT for m in r["messages"]) for r in results)
+    codes = sorted(r["rc"] for r in results)
+    assert codes.count(PAM_SUCCESS) == 1, codes
+    assert codes.count(PAM_AUTH_ERR) == 15, codes
+    assert len(texts(outbox)) == 1  # all 16 answered the one code
+    if provider in CHECKERS:
+        # The code's three tries bound what reaches the provider.
+        assert 1 <= len(checks(standin)) <= 3
+    state = ww.user_file("alice").read_text()
+    assert not re.search(r"^sms\.(expires|code|id) ", state, re.M), state
+    # Used: the same code is refused afterwards, even though the provider would approve it.
+    again = run_pam_conv(ww.args(), "alice", [code_from(outbox)])
+    assert again.pam_rc == PAM_AUTH_ERR, again.output
 
 
 # --- limits ---------------------------------------------------------------------------

@@ -73,10 +73,12 @@ public struct SMSCodePolicy: Sendable {
         return nil
     }
 
-    /// Records a text about to go out with a new code (its hash when watchword made it):
-    /// it replaces any pending code and counts toward the limits.
-    public func recordSend(_ record: inout UserRecord, codeHash: String?, now: Int64) {
-        record.sms.pending = PendingSMSCode(hash: codeHash, expires: now + Int64(settings.codeTTLSeconds))
+    /// Records a text about to go out with a new code (its hash when watchword made it, and
+    /// its identity, `PendingSMSCode.newID`): it replaces any pending code and counts toward
+    /// the limits.
+    public func recordSend(_ record: inout UserRecord, codeHash: String?, id: String, now: Int64) {
+        record.sms.pending = PendingSMSCode(
+            hash: codeHash, expires: now + Int64(settings.codeTTLSeconds), id: id)
         record.sms.lastSent = now
         record.sms.sent.record(at: now)
     }

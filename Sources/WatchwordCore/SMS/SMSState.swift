@@ -1,3 +1,5 @@
+import WatchwordCrypto
+
 /// What watchword keeps about one user's text messages: the code in flight and the recent
 /// sends that the rate limits count. Stored in the user's file (see `UserRecord`).
 public struct SMSState: Sendable, Equatable {
@@ -27,13 +29,31 @@ public struct PendingSMSCode: Sendable, Equatable {
     public var hash: String?
     /// Unix time after which the code is refused.
     public var expires: Int64
-    /// Wrong answers given while this code was pending.
+    /// Answers given while this code was pending that did not use it: wrong ones, and for a
+    /// code the provider checks, every answer sent to the provider (given back with the
+    /// code's use when the provider approves).
     public var tries: Int
+    /// Which text this is: random, made when it is sent (`newID`). A provider's approval is
+    /// taken only while the code it was asked about is still the pending one, so a code is
+    /// used once whatever the provider says. nil only in records written before codes had
+    /// an identity; such a code is given one before the provider is asked about it.
+    public var id: String?
 
-    public init(hash: String?, expires: Int64, tries: Int = 0) {
+    public init(hash: String?, expires: Int64, tries: Int = 0, id: String? = nil) {
         self.hash = hash
         self.expires = expires
         self.tries = tries
+        self.id = id
+    }
+
+    /// A new identity: 16 bytes from the kernel CSPRNG, as 32 lowercase hex digits.
+    public static func newID() throws -> String {
+        Hex.encode(try SecureRandom.bytes(count: 16))
+    }
+
+    /// Whether `text` is an identity as `newID` makes them (and the state file holds them).
+    public static func isValidID(_ text: String) -> Bool {
+        text.utf8.count == 32 && text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
     }
 
     /// Whether the code can still be accepted at `now`.
