@@ -6,6 +6,8 @@ byte-for-byte unchanged. Figures (cases, races, kills, guesses) are printed; run
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PAM_AUTH_ERR, PAM_SUCCESS, run_pamtester, write_service
+from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
+                      write_service)
 from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
 
 AUTH_FAILURE = "Authentication failure"
@@ -35,6 +38,12 @@ def fresh_code(secret: str, margin: float = 5) -> str:
     if 30 - time.time() % 30 < margin:
         time.sleep(30 - time.time() % 30 + 0.1)
     return oathtool_totp(secret)
+
+
+def test_seed() -> int:
+    """A seed for a test's random choices: WATCHWORD_TEST_SEED when set (to replay a run),
+    else a fresh one. Tests print it."""
+    return int(os.environ.get("WATCHWORD_TEST_SEED") or random.SystemRandom().randrange(2**32))
 
 
 def no_core_dumps(path: Path) -> bool:
@@ -190,62 +199,267 @@ def test_32_concurrent_logins_with_one_code_succeed_exactly_once(ww, service_dir
         user = f"racer{n}"
         secret = ww.enroll(user)["secret"]
         code = fresh_code(secret, margin=10)
-        with ThreadPoolExecutor(32) as pool:
-            results = list(pool.map(lambda _: run_pamtester(service_dir, "race", user, code + "\n"), range(32)))
-        ok = sum(1 for r in results if r.rc == 0)
-        outcomes = Counter(r.log_text().splitlines()[-1] if r.syslog else r.output[-200:] for r in results)
-        assert ok == 1, outcomes
+        step = int(time.time()) // 30
+        # All 32 helpers are waiting at the prompt before the first code is sent.
+        results = run_pamtesters_together(service_dir, "race", [(user, code + "\n")] * 32)
+        outcomes = Counter(next((m.split("outcome=")[1].split()[0] for _, m in r.syslog if "outcome=" in m), "none")
+                           for r in results)
+        assert outcomes == {"success": 1, "auth_err": 31}, outcomes
+        assert sum(1 for r in results if r.rc == 0) == 1
         assert ww.show(user)["failures"] == 31
-        total_ok += ok
+        assert field(ww.user_file(user).read_bytes(), "otp.last_step") == str(step)
+        total_ok += 1
     with capsys.disabled():
-        print(f"\n  races: {rounds} rounds x 32 concurrent logins with one code -> {total_ok} successes")
+        print(f"\n  races: {rounds} rounds x 32 logins at once with one code -> {total_ok} successes")
 
 
-def test_concurrent_wrong_codes_are_counted_exactly(ww, service_dir, pam_module):
+def test_48_concurrent_wrong_codes_are_counted_exactly(ww, service_dir, pam_module):
     ww.enroll("alice")
     ww.write_config("[policy]\nmax_failures = 1000\n")
     write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
-    with ThreadPoolExecutor(24) as pool:
-        results = list(pool.map(lambda i: run_pamtester(service_dir, "race", "alice", f"{i:06d}\n"), range(48)))
-    assert all(r.rc == 1 for r in results)
+    # All 48 helpers are waiting at the prompt before the first code is sent.
+    results = run_pamtesters_together(service_dir, "race", [("alice", f"{i:06d}\n") for i in range(48)])
+    assert all(r.rc == 1 and r.logged("outcome=auth_err") for r in results), \
+        [r.log_text() for r in results if not r.logged("outcome=auth_err")][:2]
     assert ww.show("alice")["failures"] == 48
+    logins = [e for e in ww.audit() if e.get("event") == "login"]
+    assert len(logins) == 48 and all(e["outcome"] == "auth_err" for e in logins), logins[:2]
 
 
-def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir, pam_module):
-    alice = ww.enroll("alice")
+def recovery_hashes(ww: Watchword, user: str, codes: list[str]) -> list[str]:
+    """The lines `recovery HASH` the product stores for codes (HMAC-SHA256 under
+    recovery.key of "watchword-recovery-v1\\0USER\\0CODE", see RecoveryCodes.swift)."""
+    key = (ww.state / "recovery.key").read_bytes()
+    return [hmac.new(key, f"watchword-recovery-v1\0{user}\0{c}".encode(), hashlib.sha256).hexdigest() for c in codes]
+
+
+def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir, pam_module, capsys):
+    """Logins and admin commands on the same users at once, for 8 s; each kind of write is
+    made by known callers, so the final state is known exactly and compared: every failed
+    login counted, every HOTP success's counter kept, the recovery codes stored are those the
+    last regeneration printed (and they work, and the ones before no longer do)."""
+    ww.enroll("alice")
+    hal = ww.enroll("hal", "--hotp")
+    ww.write_config("[policy]\nmax_failures = 1000\n")
     write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
     stop = time.monotonic() + 8
     errors: list[str] = []
+    alice_logins: list[PamRun] = []
+    hal_successes: list[int] = []
+    printed: dict[str, list[list[str]]] = {"alice": [], "hal": []}
+    reads = [0]
 
-    def admin(kind: int):
+    def guard(body):
+        def run():
+            try:
+                body()
+            except BaseException as e:  # reported in the test body
+                errors.append(f"{body.__name__}: {e!r}")
+        return run
+
+    def wrong_codes():  # alice: every one a counted failure
         while time.monotonic() < stop:
-            cmd = [("unlock", "alice"), ("show", "alice", "--json"), ("recovery-codes", "alice", "--json"),
-                   ("list", "--json")][kind % 4]
-            proc = ww.cli(*cmd, check=False)
-            if proc.returncode != 0:
-                errors.append(f"{cmd}: {proc.stderr}")
+            alice_logins.append(run_pamtester(service_dir, "race", "alice", "000000\n"))
 
-    def logins():
+    def hotp_logins():  # hal: the next counter's code, each one a success
+        counter = 0
         while time.monotonic() < stop:
-            res = run_pamtester(service_dir, "race", "alice", "000000\n")
-            if not res.logged("outcome=auth_err") and not res.logged("outcome=maxtries"):
-                errors.append(res.log_text())
+            res = run_pamtester(service_dir, "race", "hal", oathtool_hotp(hal["secret"], counter) + "\n")
+            if res.rc != 0:
+                errors.append(f"hal counter {counter}: {res.log_text()}")
+                return
+            hal_successes.append(counter)
+            counter += 1
 
-    threads = [threading.Thread(target=admin, args=(i,)) for i in range(4)]
-    threads += [threading.Thread(target=logins) for _ in range(4)]
+    def regenerate(user):  # one caller per user: the last one printed is the last one written
+        def regenerate():
+            while time.monotonic() < stop:
+                out = json.loads(ww.cli("recovery-codes", user, "--json").stdout)
+                printed[user].append(out["recovery_codes"])
+        return regenerate
+
+    def readers():  # alice's failures only grow; her recovery codes are always 10
+        last = 0
+        while time.monotonic() < stop:
+            shown = ww.show("alice")
+            assert shown["failures"] >= last and shown["recovery_codes_left"] == 10, shown
+            last = shown["failures"]
+            assert {u["user"] for u in json.loads(ww.cli("list", "--json").stdout)} >= {"alice", "hal"}
+            reads[0] += 1
+
+    bodies = [wrong_codes] * 3 + [hotp_logins, regenerate("alice"), regenerate("hal"), readers]
+    threads = [threading.Thread(target=guard(b)) for b in bodies]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors[:3]
-    shown = ww.show("alice")  # still parses
-    assert shown["recovery_codes_left"] == 10
     assert not list((ww.state / "users").glob(".*.tmp"))
-    ww.cli("unlock", "alice")
+
+    # Nothing lost: the state is exactly what the completed writes make.
+    bad = [r.log_text() for r in alice_logins if not (r.rc == 1 and r.logged("outcome=auth_err"))]
+    assert not bad, bad[:2]
+    assert ww.show("alice")["failures"] == len(alice_logins)
+    assert ww.show("hal")["counter"] == len(hal_successes) == hal_successes[-1] + 1
+    for user in ("alice", "hal"):
+        stored = [l.split()[1] for l in recovery_lines(ww.user_file(user).read_bytes())]
+        assert stored == recovery_hashes(ww, user, printed[user][-1]), user
+    audit = Counter((e["user"], e["outcome"]) for e in ww.audit() if e.get("event") == "login")
+    assert audit == {("alice", "auth_err"): len(alice_logins), ("hal", "success"): len(hal_successes)}, audit
+    assert len(printed["alice"]) >= 2 and len(printed["hal"]) >= 2 and len(alice_logins) >= 10 and reads[0] >= 5
+    # The last codes printed work; those printed before them do not.
+    assert run_pamtester(service_dir, "race", "alice", printed["alice"][-2][0] + "\n").rc == 1
+    assert run_pamtester(service_dir, "race", "alice", printed["alice"][-1][0] + "\n").rc == 0
+    assert ww.show("alice")["recovery_codes_left"] == 9
     assert ww.cli("remove", "alice").returncode == 0
+    with capsys.disabled():
+        print(f"\n  concurrent: {len(alice_logins)} failed logins, {len(hal_successes)} HOTP successes, "
+              f"{len(printed['alice']) + len(printed['hal'])} regenerations, {reads[0]} reads; final state exact")
 
 
 # --- crashes ---------------------------------------------------------------------------
+
+# The steps of SecureDirectory.writeAtomically where a test build (debug: WATCHWORD_TEST_HOOKS,
+# see Sources/WatchwordCore/TestHooks.swift) dies by SIGKILL when the directory being written
+# holds KILL_TRIGGER = "STEP NAME". Release builds have no such hook.
+KILL_TRIGGER = ".watchword-test-kill"
+WRITE_STEPS = ["created", "written", "synced", "renamed", "dirsynced"]
+BEFORE_RENAME = {"created", "written", "synced"}
+
+
+def arm_kill(directory: Path, step: str, name: str) -> Path:
+    trigger = directory / KILL_TRIGGER
+    trigger.write_text(f"{step} {name}\n")
+    os.chmod(trigger, 0o600)
+    return trigger
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Puts `data` back at `path` the way the product writes (root 0600, one link, atomic)."""
+    temp = path.with_name(f"{path.name}.test-restore")
+    temp.write_bytes(data)
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
+
+
+def field(record: bytes, key: str) -> str:
+    """The value of `key` in a state file (`key value` lines)."""
+    for line in record.decode().splitlines():
+        if line.startswith(key + " "):
+            return line[len(key) + 1:]
+    raise KeyError(key)
+
+
+def with_field(record: bytes, key: str, value: str) -> bytes:
+    lines = record.decode().splitlines(keepends=True)
+    out = [f"{key} {value}\n" if l.startswith(key + " ") else l for l in lines]
+    assert out != lines or field(record, key) == value, key
+    return "".join(out).encode()
+
+
+def recovery_lines(record: bytes) -> list[str]:
+    return [l for l in record.decode().splitlines() if l.startswith("recovery ")]
+
+
+def without_recovery(record: bytes) -> bytes:
+    return b"".join(l for l in record.splitlines(keepends=True) if not l.startswith(b"recovery "))
+
+
+CRASH_WRITERS = ["login-success", "login-failure", "cli-unlock", "cli-recovery-codes"]
+
+
+@pytest.mark.parametrize("writer", CRASH_WRITERS)
+def test_sigkill_at_each_step_of_a_write_leaves_exactly_the_old_or_the_new_state(
+        ww, service_dir, pam_module, writer, capsys):
+    """The helper (a login) or the CLI (an admin command) dies by SIGKILL at each step of
+    the atomic replace of hal's state file. Before the rename the file must be byte for byte
+    the old one (the new bytes at most in the temporary file), from the rename on byte for
+    byte the new one, which is what the same write makes when it is not killed."""
+    hal = ww.enroll("hal", "--hotp")
+    ww.write_config("[policy]\nmax_failures = 1000\nhotp_lookahead = 50\n")
+    write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('debug')}"])
+    users = ww.state / "users"
+    state, temp = users / "hal", users / ".hal.tmp"
+    # Two failures, so that unlock and a success have something to reset.
+    for _ in range(2):
+        assert run_pamtester(service_dir, "crash", "hal", "000000\n").rc == 1
+    counter = ww.show("hal")["counter"]
+
+    def write():
+        """Runs the writer once: (killed by SIGKILL?, time before, time after, output)."""
+        t0 = int(time.time())
+        if writer.startswith("login"):
+            code = oathtool_hotp(hal["secret"], counter) if writer == "login-success" else "000000"
+            res = run_pamtester(service_dir, "crash", "hal", code + "\n")
+            killed = res.logged("killed by signal 9")
+            if not killed:
+                assert res.rc == (0 if writer == "login-success" else 1), res.output
+            out = res.output
+        else:
+            cmd = ["unlock", "hal"] if writer == "cli-unlock" else ["recovery-codes", "hal", "--json"]
+            proc = ww.cli(*cmd, check=False)
+            killed = proc.returncode == -signal.SIGKILL
+            if not killed:
+                assert proc.returncode == 0, proc.stderr
+            out = proc.stdout + proc.stderr
+        return killed, t0, int(time.time()), out
+
+    def same_write(expected: bytes, got: bytes, t0: int, t1: int) -> bool:
+        """got is the write that made `expected` (the unkilled run), done again: equal bytes,
+        but for what differs by nature: the time of a success, fresh recovery hashes."""
+        if writer == "login-success":
+            assert t0 <= int(field(got, "last_success")) <= t1, got
+            return with_field(got, "last_success", field(expected, "last_success")) == expected
+        if writer == "cli-recovery-codes":
+            fresh = recovery_lines(got)
+            return (without_recovery(got) == without_recovery(expected) and len(fresh) == 10
+                    and not set(fresh) & set(recovery_lines(expected)))
+        return got == expected
+
+    old = state.read_bytes()
+    killed, t0, t1, out = write()
+    assert not killed, out
+    new = state.read_bytes()
+    assert new != old
+    # What the write changes, so that "old" and "new" cannot be confused.
+    if writer == "login-success":
+        assert field(new, "otp.counter") == str(counter + 1) and field(new, "failures") == "0"
+    elif writer == "login-failure":
+        assert new == with_field(old, "failures", "3")
+    elif writer == "cli-unlock":
+        assert new == with_field(old, "failures", "0")
+    else:
+        assert without_recovery(new) == without_recovery(old) and len(recovery_lines(new)) == 10
+    outcomes = []
+    for step in WRITE_STEPS:
+        replace_file(state, old)
+        trigger = arm_kill(users, step, "hal")
+        killed, t0, t1, out = write()
+        assert killed, f"{step}: the writer was not killed: does this build have WATCHWORD_TEST_HOOKS? {out}"
+        assert not trigger.exists()
+        got = state.read_bytes()
+        if step in BEFORE_RENAME:
+            assert got == old, f"{step}: the state file changed before the rename"
+            # The new bytes, if any yet, are only in the temporary file.
+            leftover = temp.read_bytes()
+            if step == "created":
+                assert leftover == b""
+            else:
+                assert same_write(new, leftover, t0, t1), (step, leftover)
+        else:
+            assert same_write(new, got, t0, t1), f"{step}: not the new state: {got!r}"
+            assert not temp.exists()
+        outcomes.append(f"{step}:{'old' if got == old else 'new'}")
+        shown = ww.show("hal")  # the CLI reads it
+        assert shown["counter"] >= counter
+    # The lock died with the writer, and the next write replaces any leftover.
+    code = oathtool_hotp(hal["secret"], ww.show("hal")["counter"])
+    assert run_pamtester(service_dir, "crash", "hal", code + "\n").rc == 0
+    assert not temp.exists() and not (users / KILL_TRIGGER).exists()
+    assert no_core_dumps(ww.base)
+    with capsys.disabled():
+        print(f"\n  crash ({writer}): SIGKILL at {', '.join(outcomes)}")
+
 
 def kill_helpers(helper: Path) -> bool:
     """SIGKILLs the running copies of this test's helper (found by executable path, so
@@ -262,47 +476,90 @@ def kill_helpers(helper: Path) -> bool:
 
 
 def test_sigkill_at_random_moments_never_tears_state_or_rewinds_counters(ww, service_dir, pam_module, capsys):
+    """Kills from outside at random moments (seeded: WATCHWORD_TEST_SEED=N to replay), the
+    helper during HOTP logins and the CLI during recovery-code regeneration. Each round is
+    judged: a login that succeeded advanced the counter by exactly one; a killed one left it
+    as it was or advanced it by one; a kill that left a temporary file came between its
+    creation and the rename, and then the state file must be the old one."""
     hal = ww.enroll("hal", "--hotp")
     ww.enroll("alice")
+    ww.cli("recovery-codes", "alice")
     ww.write_config("[policy]\nmax_failures = 1000\nhotp_lookahead = 50\n")
-    write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('timeout=10')}"])
-    env = {"LD_PRELOAD": "libpam_wrapper.so", "PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": str(service_dir),
-           "PATH": os.environ["PATH"]}
-    counter, kills, logins, last_counter = 0, 0, 0, 0
-    rng = random.Random(1234)
-    deadline = time.monotonic() + 25
-    while time.monotonic() < deadline and logins < 300:
+    write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('timeout=10 debug')}"])
+    users = ww.state / "users"
+    seed = test_seed()
+    rng = random.Random(seed)
+    counter = 0
+    tally = Counter()
+    seen_temps: set[tuple[int, int]] = set()
+
+    def new_temp(name: str) -> bool:
+        """A temporary file left by this round (not one seen before: the next write of that
+        file removes it first)."""
+        try:
+            st = os.stat(users / f".{name}.tmp")
+        except FileNotFoundError:
+            return False
+        key = (st.st_ino, st.st_mtime_ns)
+        fresh = key not in seen_temps
+        seen_temps.add(key)
+        return fresh
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and tally["rounds"] < 200:
+        tally["rounds"] += 1
         code = oathtool_hotp(hal["secret"], counter)
-        proc = subprocess.Popen(["pamtester", "crash", "hal", "authenticate"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        proc.stdin.write((code + "\n").encode())
-        proc.stdin.close()
-        time.sleep(rng.uniform(0, 0.012))
-        killed = kill_helpers(ww.helper)
-        kills += killed
-        # Also kill CLI writers mid-write now and then.
+        alice_before = ww.user_file("alice").read_bytes()
+        answer_r, answer_w = os.pipe()
+        os.write(answer_w, (code + "\n").encode())
+        os.close(answer_w)
+        proc = subprocess.Popen(["pamtester", "-v", "crash", "hal", "authenticate"], stdin=answer_r,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pam_env(service_dir))
+        os.close(answer_r)
+        time.sleep(rng.uniform(0, 0.03))
+        kill_helpers(ww.helper)
+        cli_killed = False
         if rng.random() < 0.3:
             cli = subprocess.Popen([CLI, "recovery-codes", "alice", "--state-dir", ww.state, "--config", ww.config],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0, 0.01))
+            time.sleep(rng.uniform(0, 0.03))
             cli.send_signal(signal.SIGKILL)
-            cli.wait()
-            kills += 1
-        proc.wait(timeout=30)
-        logins += 1
+            cli_killed = cli.wait() == -signal.SIGKILL
+        out, err = proc.communicate(timeout=60)
+        res = PamRun(proc.returncode, out.decode(), err.decode(errors="replace"), 0)
+        killed = res.logged("killed by signal 9")
         shown = ww.show("hal")  # parses after every kill
-        assert shown["counter"] >= last_counter, "HOTP counter went backwards"
-        last_counter = shown["counter"]
-        if shown["counter"] > counter:
-            counter = shown["counter"]
+        mid_write = new_temp("hal")
+        if not killed:
+            assert res.rc == 0, res.log_text()  # the right code, not killed: a success ...
+            assert shown["counter"] == counter + 1, (shown, counter)  # ... recorded
+            tally["successes"] += 1
         else:
-            counter += 0  # the kill came before the write: the same code stays valid
-        assert json.loads(ww.cli("show", "alice", "--json").stdout)["user"] == "alice"
-        leftovers = list((ww.state / "users").glob(".*.tmp"))
+            tally["helper kills"] += 1
+            assert shown["counter"] in (counter, counter + 1), (shown, counter)
+            if mid_write:
+                tally["helper kills mid-write"] += 1
+                assert shown["counter"] == counter, "a kill before the rename changed the state"
+            elif shown["counter"] == counter + 1:
+                tally["helper kills after the rename"] += 1
+        counter = shown["counter"]
+        # alice: the old recovery codes or a complete new set, never a torn file.
+        after = ww.user_file("alice").read_bytes()
+        assert json.loads(ww.cli("show", "alice", "--json").stdout)["recovery_codes_left"] == 10
+        if cli_killed:
+            tally["CLI kills"] += 1
+            if new_temp("alice"):
+                tally["CLI kills mid-write"] += 1
+                assert after == alice_before, "a kill before the rename changed the state"
+            elif after != alice_before:
+                tally["CLI kills after the rename"] += 1
+        leftovers = list(users.glob(".*.tmp"))
         assert len(leftovers) <= 2, leftovers  # at most one per user, replaced by the next write
+    assert counter == tally["successes"] + tally["helper kills after the rename"]
+    assert tally["successes"] > 0 and tally["helper kills"] > 0 and tally["CLI kills"] > 0, tally
     assert no_core_dumps(ww.base)
     with capsys.disabled():
-        print(f"\n  crashes: {logins} logins, {kills} SIGKILLs, counter reached {last_counter}, state always parsed")
+        print(f"\n  crashes (seed {seed}): {dict(tally)}; counter reached {counter}")
 
 
 # --- brute force ------------------------------------------------------------------------
