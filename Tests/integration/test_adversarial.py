@@ -16,14 +16,13 @@ import subprocess
 import threading
 from collections import Counter
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
                       write_service)
-from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
+from ww import CLI, Watchword, fresh_totp, oathtool_hotp, oathtool_totp
 
 AUTH_FAILURE = "Authentication failure"
 
@@ -35,12 +34,10 @@ def ww(tmp_path, helper_dir, pam_module) -> Watchword:
 
 def fresh_code(secret: str, margin: float = 5) -> str:
     """A code with at least `margin` seconds left in its step."""
-    if 30 - time.time() % 30 < margin:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
+    return fresh_totp(secret, margin)
 
 
-def test_seed() -> int:
+def run_seed() -> int:
     """A seed for a test's random choices: WATCHWORD_TEST_SEED when set (to replay a run),
     else a fresh one. Tests print it."""
     return int(os.environ.get("WATCHWORD_TEST_SEED") or random.SystemRandom().randrange(2**32))
@@ -174,18 +171,22 @@ def test_a_100_MB_state_file_is_refused_quickly(ww, run_pam):
         f.truncate(100 * 1024 * 1024)
     res = run_pam(ww.args(), "alice", fresh_code(alice["secret"]) + "\n")
     assert res.rc == 1 and res.logged("larger than the limit"), res.log_text()
-    assert res.elapsed < 5
+    assert res.elapsed < 15  # refused by its size, not read (room for a loaded machine)
     assert ww.user_file("bob").read_bytes() == bob_before
     assert run_pam(ww.args(), "bob", "000000\n").rc == 1  # bob still works normally (wrong code)
 
 
-def test_every_truncation_of_a_state_file_is_refused(ww, run_pam):
+def test_every_truncation_of_a_state_file_is_refused(ww, run_pam, capsys):
     ww.enroll("alice")
     good = ww.user_file("alice").read_bytes()
-    for cut in sorted(set([0, 1, 10, len(good) // 2, len(good) - 5, len(good) - 1] + random.sample(range(len(good)), 10))):
+    seed = run_seed()
+    cuts = random.Random(seed).sample(range(len(good)), 10)
+    with capsys.disabled():
+        print(f"\n  truncations (seed {seed}): {sorted(cuts)}")
+    for cut in sorted(set([0, 1, 10, len(good) // 2, len(good) - 5, len(good) - 1] + cuts)):
         ww.user_file("alice").write_bytes(good[:cut])
         res = run_pam(ww.args(), "alice", "123456\n")
-        assert res.rc == 1 and res.logged("outcome=unavailable"), (cut, res.log_text())
+        assert res.rc == 1 and res.logged("outcome=unavailable"), (seed, cut, res.log_text())
 
 
 # --- races --------------------------------------------------------------------------
@@ -487,7 +488,7 @@ def test_sigkill_at_random_moments_never_tears_state_or_rewinds_counters(ww, ser
     ww.write_config("[policy]\nmax_failures = 1000\nhotp_lookahead = 50\n")
     write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('timeout=10 debug')}"])
     users = ww.state / "users"
-    seed = test_seed()
+    seed = run_seed()
     rng = random.Random(seed)
     counter = 0
     tally = Counter()
@@ -573,7 +574,7 @@ def test_brute_force_is_bounded_by_lockout(ww, service_dir, pam_module, capsys):
     alice = ww.enroll("alice")  # default policy: 5 failures, 30 s lockout doubling to an hour
     write_service(service_dir, "guess", [f"auth required {pam_module} {ww.args()}"])
     duration = 8.0
-    seed = test_seed()
+    seed = run_seed()
     rng = random.Random(seed)
     # Never the right code by chance: not one valid during the run.
     now = time.time()
@@ -663,7 +664,7 @@ def _in_namespace(script: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind", ["full", "read-only"])
-def test_full_or_read_only_state_filesystem_denies_and_loses_nothing(ww, service_dir, pam_module, kind):
+def test_full_or_read_only_state_filesystem_denies_and_loses_nothing(ww, service_dir, pam_module, kind, tmp_path):
     h = ww.enroll("hal", "--hotp")
     write_service(service_dir, "fs", [f"auth required {pam_module} {ww.args()}"])
     os.chmod(ww.base, 0o700)
@@ -672,20 +673,20 @@ def test_full_or_read_only_state_filesystem_denies_and_loses_nothing(ww, service
     fill = f"dd if=/dev/zero of={ww.state}/filler bs=4k 2>/dev/null || true" if kind == "full" else \
         f"mount -o remount,ro {ww.state}"
     size = "size=256k" if kind == "full" else "size=1m"
+    copy, after = tmp_path / "fs-copy", tmp_path / "fs-after"  # private to this run
     script = f"""
-        mkdir -p /tmp/ww-fs-copy && cp -a {ww.state}/. /tmp/ww-fs-copy/
+        mkdir -p {copy} && cp -a {ww.state}/. {copy}/
         mount -t tmpfs -o {size},mode=0700,uid=0,gid=0 tmpfs {ww.state}
-        cp -a /tmp/ww-fs-copy/. {ww.state}/ && rm -rf /tmp/ww-fs-copy
+        cp -a {copy}/. {ww.state}/ && rm -rf {copy}
         {fill}
         LD_PRELOAD=libpam_wrapper.so PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR={service_dir} PAM_WRAPPER_DEBUGLEVEL=2 \
             pamtester fs hal authenticate <<EOF || echo DENIED
 {code}
 EOF
-        cat {ww.state}/users/hal > /tmp/ww-fs-after
+        cat {ww.state}/users/hal > {after}
     """
     res = _in_namespace(script)
     assert "DENIED" in res.stdout, res.stdout + res.stderr
     assert "outcome=unavailable" in res.stderr, res.stderr
     assert ("No space left" in res.stderr) or ("Read-only" in res.stderr), res.stderr
-    assert Path("/tmp/ww-fs-after").read_bytes() == before  # nothing lost or torn
-    os.unlink("/tmp/ww-fs-after")
+    assert after.read_bytes() == before  # nothing lost or torn

@@ -25,6 +25,22 @@ def oathtool_totp(secret_b32: str, at: float | None = None, *, algorithm="sha1",
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def wait_for_step_margin(margin: float = 5, period: int = 30) -> float:
+    """Sleeps past the end of the current TOTP step when fewer than `margin` seconds of it
+    are left, so that what follows (a login or two, on a loaded 2-core machine with a debug
+    build) happens within one step. Returns the time then."""
+    left = period - time.time() % period
+    if left < margin:
+        time.sleep(left + 0.1)
+    return time.time()
+
+
+def fresh_totp(secret_b32: str, margin: float = 5, **kw) -> str:
+    """The current TOTP code, with at least `margin` seconds left in its step."""
+    wait_for_step_margin(margin, kw.get("period", 30))
+    return oathtool_totp(secret_b32, **kw)
+
+
 def oathtool_hotp(secret_b32: str, counter: int, digits=6) -> str:
     argv = ["oathtool", "--base32", f"--digits={digits}", "-c", str(counter), secret_b32]
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
