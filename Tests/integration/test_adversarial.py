@@ -6,12 +6,15 @@ byte-for-byte unchanged. Figures (cases, races, kills, guesses) are printed; run
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import json
 import os
 import random
+import select
 import signal
+import struct
 import subprocess
 import threading
 from collections import Counter
@@ -461,6 +464,44 @@ def test_sigkill_at_each_step_of_a_write_leaves_exactly_the_old_or_the_new_state
         print(f"\n  crash ({writer}): SIGKILL at {', '.join(outcomes)}")
 
 
+class CreationWatch:
+    """inotify (through libc) on a directory, for the moment a file is created in it."""
+
+    IN_CREATE = 0x100
+
+    def __init__(self, directory: Path):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0 and libc.inotify_add_watch(self.fd, str(directory).encode(), self.IN_CREATE) >= 0
+
+    def _names(self) -> list[str]:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        names, offset = [], 0
+        while offset < len(data):
+            _wd, _mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+            names.append(data[offset + 16:offset + 16 + length].rstrip(b"\0").decode())
+            offset += 16 + length
+        return names
+
+    def drain(self) -> None:
+        while self._names():
+            pass
+
+    def wait(self, name: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            select.select([self.fd], [], [], left)
+            if name in self._names():
+                return True
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def kill_helpers(helper: Path) -> bool:
     """SIGKILLs the running copies of this test's helper (found by executable path, so
     other test runs' helpers on the machine are left alone)."""
@@ -505,10 +546,15 @@ def test_sigkill_at_random_moments_never_tears_state_or_rewinds_counters(ww, ser
         seen_temps.add(key)
         return fresh
 
+    watch = CreationWatch(users)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and tally["rounds"] < 200:
         tally["rounds"] += 1
         code = oathtool_hotp(hal["secret"], counter)
+        # A third of the helper kills come as soon as its temporary file appears (inotify),
+        # to land inside the write; the rest after a random delay.
+        on_create = rng.random() < 1 / 3
+        watch.drain()
         alice_before = ww.user_file("alice").read_bytes()
         answer_r, answer_w = os.pipe()
         os.write(answer_w, (code + "\n").encode())
@@ -516,7 +562,10 @@ def test_sigkill_at_random_moments_never_tears_state_or_rewinds_counters(ww, ser
         proc = subprocess.Popen(["pamtester", "-v", "crash", "hal", "authenticate"], stdin=answer_r,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pam_env(service_dir))
         os.close(answer_r)
-        time.sleep(rng.uniform(0, 0.03))
+        if on_create:
+            watch.wait(".hal.tmp", 10)
+        else:
+            time.sleep(rng.uniform(0, 0.03))
         kill_helpers(ww.helper)
         cli_killed = False
         if rng.random() < 0.3:
@@ -555,8 +604,13 @@ def test_sigkill_at_random_moments_never_tears_state_or_rewinds_counters(ww, ser
                 tally["CLI kills after the rename"] += 1
         leftovers = list(users.glob(".*.tmp"))
         assert len(leftovers) <= 2, leftovers  # at most one per user, replaced by the next write
+    watch.close()
     assert counter == tally["successes"] + tally["helper kills after the rename"]
     assert tally["successes"] > 0 and tally["helper kills"] > 0 and tally["CLI kills"] > 0, tally
+    # Some kills fell inside a write (between the temporary file and the rename; the fsyncs
+    # make that window wide), else this test said nothing about torn writes. Each step of the
+    # write is killed deterministically by the test above.
+    assert tally["helper kills mid-write"] + tally["CLI kills mid-write"] > 0, tally
     assert no_core_dumps(ww.base)
     with capsys.disabled():
         print(f"\n  crashes (seed {seed}): {dict(tally)}; counter reached {counter}")
