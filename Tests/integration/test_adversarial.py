@@ -25,7 +25,7 @@ import pytest
 
 from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
                       write_service)
-from ww import CLI, Watchword, fresh_totp, oathtool_hotp, oathtool_totp
+from ww import CLI, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes
 
 AUTH_FAILURE = "Authentication failure"
 
@@ -217,11 +217,12 @@ def test_32_concurrent_logins_with_one_code_succeed_exactly_once(ww, service_dir
 
 
 def test_48_concurrent_wrong_codes_are_counted_exactly(ww, service_dir, pam_module):
-    ww.enroll("alice")
+    alice = ww.enroll("alice")
     ww.write_config("[policy]\nmax_failures = 1000\n")
     write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
     # All 48 helpers are waiting at the prompt before the first code is sent.
-    results = run_pamtesters_together(service_dir, [("race", "alice", f"{i:06d}\n") for i in range(48)])
+    codes = wrong_totp_codes(alice["secret"], 48)
+    results = run_pamtesters_together(service_dir, [("race", "alice", code + "\n") for code in codes])
     assert all(r.rc == 1 and r.logged("outcome=auth_err") for r in results), \
         [r.log_text() for r in results if not r.logged("outcome=auth_err")][:2]
     assert ww.show("alice")["failures"] == 48
@@ -241,10 +242,11 @@ def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir
     made by known callers, so the final state is known exactly and compared: every failed
     login counted, every HOTP success's counter kept, the recovery codes stored are those the
     last regeneration printed (and they work, and the ones before no longer do)."""
-    ww.enroll("alice")
+    alice = ww.enroll("alice")
     hal = ww.enroll("hal", "--hotp")
     ww.write_config("[policy]\nmax_failures = 1000\n")
     write_service(service_dir, "race", [f"auth required {pam_module} {ww.args()}"])
+    wrong = wrong_totp_codes(alice["secret"])[0]
     stop = time.monotonic() + 8
     errors: list[str] = []
     alice_logins: list[PamRun] = []
@@ -262,7 +264,7 @@ def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir
 
     def wrong_codes():  # alice: every one a counted failure
         while time.monotonic() < stop:
-            alice_logins.append(run_pamtester(service_dir, "race", "alice", "000000\n"))
+            alice_logins.append(run_pamtester(service_dir, "race", "alice", wrong + "\n"))
 
     def hotp_logins():  # hal: the next counter's code, each one a success
         counter = 0
@@ -383,16 +385,17 @@ def test_sigkill_at_each_step_of_a_write_leaves_exactly_the_old_or_the_new_state
     write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('debug')}"])
     users = ww.state / "users"
     state, temp = users / "hal", users / ".hal.tmp"
+    wrong = wrong_hotp_code(hal["secret"], 0, 51)
     # Two failures, so that unlock and a success have something to reset.
     for _ in range(2):
-        assert run_pamtester(service_dir, "crash", "hal", "000000\n").rc == 1
+        assert run_pamtester(service_dir, "crash", "hal", wrong + "\n").rc == 1
     counter = ww.show("hal")["counter"]
 
     def write():
         """Runs the writer once: (killed by SIGKILL?, time before, time after, output)."""
         t0 = int(time.time())
         if writer.startswith("login"):
-            code = oathtool_hotp(hal["secret"], counter) if writer == "login-success" else "000000"
+            code = oathtool_hotp(hal["secret"], counter) if writer == "login-success" else wrong
             res = run_pamtester(service_dir, "crash", "hal", code + "\n")
             killed = res.logged("killed by signal 9")
             if not killed:
@@ -673,10 +676,11 @@ def test_lockout_schedule_bounds_the_codes_checked_per_day(ww, service_dir, pam_
     alice = ww.enroll("alice")
     write_service(service_dir, "guess", [f"auth required {pam_module} {ww.args()}"])
     state = ww.user_file("alice")
+    wrong = wrong_totp_codes(alice["secret"])[0]
     day, elapsed, checked = 86400, 0, 0
     schedule: list[int] = []
     while checked < 100:  # (a product without a working lockout stops here, and fails below)
-        res = run_pamtester(service_dir, "guess", "alice", "000000\n")
+        res = run_pamtester(service_dir, "guess", "alice", wrong + "\n")
         after = int(time.time())
         assert login_outcome(res) == "auth_err", res.log_text()  # checked, and wrong
         checked += 1

@@ -26,7 +26,7 @@ import pytest
 from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, make_root_dir,
                       run_pam_client, run_pamtester, run_pamtesters_together, write_service)
 from pgserver import PgServer, SilentListener
-from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
+from ww import CLI, Watchword, oathtool_hotp, oathtool_totp, wrong_totp_codes
 
 AUTH_FAILURE = "Authentication failure"
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
@@ -706,10 +706,10 @@ def test_a_password_with_conninfo_metacharacters_works(fleet, db):
 def test_concurrent_wrong_codes_on_two_hosts_are_counted_exactly(fleet):
     head = "[policy]\nmax_failures = 1000\n"
     a, b = fleet("a", head=head), fleet("b", head=head)
-    a.enroll("alice")
+    codes = wrong_totp_codes(a.enroll("alice")["secret"], 48)
     # All 48 helpers (24 on each host) are waiting at the prompt before the first code is sent.
-    results = run_pamtesters_together(a.service_dir, [((a if i % 2 else b).service, "alice", f"{i:06d}\n")
-                                                      for i in range(48)])
+    results = run_pamtesters_together(a.service_dir, [((a if i % 2 else b).service, "alice", code + "\n")
+                                                      for i, code in enumerate(codes)])
     assert all(r.rc == 1 and r.logged("outcome=auth_err") for r in results), \
         [r.log_text() for r in results if not r.logged("outcome=auth_err")][:2]
     assert a.show("alice")["failures"] == 48

@@ -46,6 +46,21 @@ def oathtool_hotp(secret_b32: str, counter: int, digits=6) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def wrong_totp_codes(secret_b32: str, count: int = 1, minutes: int = 2) -> list[str]:
+    """`count` 6-digit codes that are not the code of any step from the one before now to
+    `minutes` ahead: wrong guesses for a test that must not hit a valid code by chance."""
+    now = time.time()
+    valid = {oathtool_totp(secret_b32, now + 30 * k) for k in range(-1, 2 * minutes + 1)}
+    return [c for c in (f"{i:06d}" for i in range(count + len(valid))) if c not in valid][:count]
+
+
+def wrong_hotp_code(secret_b32: str, counter: int, lookahead: int) -> str:
+    """A 6-digit code that no counter from `counter` to `counter + lookahead` gives."""
+    argv = ["oathtool", "--base32", "-w", str(lookahead), "-c", str(counter), secret_b32]
+    valid = set(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split())
+    return next(c for c in (f"{i:06d}" for i in range(len(valid) + 1)) if c not in valid)
+
+
 def secret_of(uri: str) -> str:
     from urllib.parse import parse_qs, urlparse
     return parse_qs(urlparse(uri).query)["secret"][0]
