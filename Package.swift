@@ -37,7 +37,12 @@ let package = Package(
         .target(name: "WatchwordOTP", dependencies: ["WatchwordCrypto"]),
         // Config, user names, the state store, policy and the login flow. No Foundation:
         // the helper links this and starts on every login.
-        .target(name: "WatchwordCore", dependencies: ["WatchwordOTP", "WatchwordCrypto"]),
+        // Debug builds only: WATCHWORD_TEST_HOOKS compiles in the crash points of
+        // TestHooks.swift (the integration tests kill a write at each step); release builds
+        // never have them.
+        .target(
+            name: "WatchwordCore", dependencies: ["WatchwordOTP", "WatchwordCrypto"],
+            swiftSettings: [.define("WATCHWORD_TEST_HOOKS", .when(configuration: .debug))]),
 
         // enable/disable/doctor: PAM stack and sshd_config parsing, editing and checks. The CLI
         // only; the helper never links it.

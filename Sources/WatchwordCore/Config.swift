@@ -348,6 +348,10 @@ public struct APIBase: Sendable, Equatable {
         }
         if !secure && !loopback { return nil }
         isLoopback = loopback
-        self.text = text.hasSuffix("/") ? String(text.dropLast()) : text
+        // Every trailing slash, so that the text reads back as itself (found by Fuzz/ config:
+        // "https://h//" became "https://h/", which a second read made "https://h").
+        var trimmed = Substring(text)
+        while trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        self.text = String(trimmed)
     }
 }

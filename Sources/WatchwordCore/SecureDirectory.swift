@@ -184,6 +184,7 @@ public final class SecureDirectory: @unchecked Sendable {
             openat(fd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         }
         guard file >= 0 else { throw .system(SystemError("open", full, errno: errno)) }
+        testCrashPoint(.created, name)
         var ok = false
         defer {
             if !ok {
@@ -202,6 +203,7 @@ public final class SecureDirectory: @unchecked Sendable {
             return 0
         }
         if writeErrno != 0 { throw .system(SystemError("write", full, errno: writeErrno)) }
+        testCrashPoint(.written, name)
         guard !durable || fsync(file) == 0 else { throw .system(SystemError("fsync", full, errno: errno)) }
         guard close(file) == 0 else {
             ok = true
@@ -209,12 +211,15 @@ public final class SecureDirectory: @unchecked Sendable {
             throw .system(SystemError("close", full, errno: errno))
         }
         ok = true
+        testCrashPoint(.synced, name)
         guard renameat(fd, temp, fd, name) == 0 else {
             let e = errno
             unlinkat(fd, temp, 0)
             throw .system(SystemError("rename", join(name), errno: e))
         }
+        testCrashPoint(.renamed, name)
         if durable { try syncDirectory() }
+        testCrashPoint(.dirsynced, name)
     }
 
     /// Appends `line` and a newline to a file in one write (made root 0600 if missing),

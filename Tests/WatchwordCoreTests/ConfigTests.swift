@@ -458,6 +458,18 @@ struct APIBaseTests {
     }
 
     @Test(
+        "every trailing slash is dropped, so the text reads back as itself (Fuzz/ config found this)",
+        arguments: ["https://h//", "https://h/base///", "http://127.0.0.1:8080//"])
+    func trailingSlashes(_ url: String) throws {
+        let base = try #require(APIBase(url))
+        #expect(!base.text.hasSuffix("/"))
+        #expect(try #require(APIBase(base.text)).text == base.text)
+        let config = try parse("[sms.nomado]\napi_base = \"\(url)\"\n")
+        let again = try parse("[sms.nomado]\napi_base = \"\(config.sms.nomado.apiBase)\"\n")
+        #expect(again == config)
+    }
+
+    @Test(
         "refused: plain http off loopback, user info, other schemes, garbage",
         arguments: [
             "http://api.twilio.com", "http://10.0.0.1", "http://128.0.0.1", "http://127.0.0.1.evil.example",

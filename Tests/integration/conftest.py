@@ -176,6 +176,92 @@ def run_pamtester(service_dir: Path, service: str, user: str, input: str = "",
                   time.monotonic() - start)
 
 
+def run_pamtesters_together(service_dir: Path, jobs: Sequence[tuple[str, str, str]], *,
+                            prompt: str = "Verification code: ", timeout: float = 120) -> list[PamRun]:
+    """Runs one ``pamtester -v SERVICE USER authenticate`` per (service, user, answer) in
+    jobs, all at once: every process is started, then nothing is answered until every one
+    of them shows `prompt` (its helper is running and waiting for the code); then all the
+    answers are written, one right after another. So len(jobs) logins really are in flight
+    together when the codes arrive. A client that pam_wrapper's /tmp copy failed before it
+    prompted is started again (no code was checked). Returns the runs in the order of
+    jobs; raises if a client ends before prompting for another reason."""
+    import selectors
+
+    env = pam_env(service_dir)
+    deadline = time.monotonic() + timeout
+    procs: list[subprocess.Popen] = [None] * len(jobs)  # type: ignore[list-item]
+    outs: list[list[bytearray]] = [[bytearray(), bytearray()] for _ in jobs]
+    sel = selectors.DefaultSelector()
+
+    def start(i: int) -> None:
+        for key in list(sel.get_map().values()):  # a previous client's pipes
+            if key.data[0] == i:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+        if procs[i] is not None:
+            procs[i].stdin.close()
+        service, user, _ = jobs[i]
+        proc = subprocess.Popen(["pamtester", "-v", service, user, "authenticate"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        procs[i] = proc
+        outs[i] = [bytearray(), bytearray()]
+        for k, stream in enumerate((proc.stdout, proc.stderr)):
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream, selectors.EVENT_READ, (i, k))
+
+    def pump(wait: float) -> list[int]:
+        """Reads what is there; returns the indexes of clients whose output ended."""
+        ended = []
+        for key, _ in sel.select(wait):
+            i, k = key.data
+            chunk = os.read(key.fileobj.fileno(), 65536)
+            if chunk:
+                outs[i][k] += chunk
+            else:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                if k == 1:
+                    ended.append(i)
+        return ended
+
+    start_time = time.monotonic()
+    for i in range(len(jobs)):
+        start(i)
+    waiting = set(range(len(jobs)))
+    while waiting:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(waiting)} of {len(jobs)} clients never prompted")
+        for i in pump(0.5):
+            text = (outs[i][0] + outs[i][1]).decode(errors="backslashreplace")
+            if i in waiting and prompt not in text:
+                procs[i].wait()
+                # Ended before any code was asked for, so none was checked: starting it again
+                # counts nothing twice. Only for pam_wrapper's races over its /tmp/pam.X
+                # copies (which other test runs on the machine share).
+                if not (_pam_wrapper_failed(text) or "Failed to create pam_wrapper config dir" in text):
+                    raise AssertionError(f"client {i} ended before the prompt:\n{text}")
+                start(i)
+        waiting = {i for i in waiting if prompt.encode() not in outs[i][1]}
+    # Every helper is now waiting for its code: answer them all at once.
+    for i, (_, _, answer) in enumerate(jobs):
+        try:
+            procs[i].stdin.write(answer.encode())
+            procs[i].stdin.close()
+        except BrokenPipeError:
+            pass
+    while sel.get_map():
+        if time.monotonic() > deadline:
+            raise AssertionError("clients did not finish in time")
+        pump(0.5)
+    elapsed = time.monotonic() - start_time
+    runs = []
+    for i, proc in enumerate(procs):
+        proc.wait(timeout=max(1, deadline - time.monotonic()))
+        runs.append(PamRun(proc.returncode, outs[i][0].decode(errors="backslashreplace"),
+                           outs[i][1].decode(errors="backslashreplace"), elapsed))
+    return runs
+
+
 def _pam_wrapper_failed(output: str) -> bool:
     """pam_wrapper copies the service directory to /tmp/pam.<one letter>, which races
     when many clients start at once (seen: about 1 in 100 at 32 in parallel). Then

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import PAM_MAXTRIES, PAM_SUCCESS
-from ww import Watchword, oathtool_totp
+from ww import Watchword, fresh_totp
 
 
 @pytest.fixture
@@ -19,9 +19,7 @@ def ww(tmp_path, helper_dir, pam_module) -> Watchword:
 
 
 def fresh_code(secret: str) -> str:
-    if time.time() % 30 > 28:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
+    return fresh_totp(secret)
 
 
 def wrong_of(code: str) -> str:

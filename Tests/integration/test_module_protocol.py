@@ -347,7 +347,7 @@ def test_hanging_helper_is_killed_with_its_group(run_pam, scripted,
     res = run_pam(f"helper={helper} timeout=2", "alice", timeout=30)
     assert_denied(res, MSG_UNAVAIL, "helper timed out")
     assert res.logged("result=PAM_AUTHINFO_UNAVAIL")
-    assert 1.8 <= res.elapsed < 5, res.elapsed
+    assert 1.8 <= res.elapsed < 2 + 10, res.elapsed  # timeout=2, not the helper's 60 s
     rec = read_record(helper_dir)
     assert process_gone(rec["pid"]), "helper still running"
     assert process_gone(rec["sleeper_pid"]), "helper's child still running"
@@ -358,7 +358,7 @@ def test_helper_that_closes_socket_and_hangs_times_out(run_pam, scripted,
     helper = scripted([["header"], ["close"], ["sleep", 60]])
     res = run_pam(f"helper={helper} timeout=2", "alice", timeout=30)
     assert_denied(res, MSG_UNAVAIL, "helper timed out")
-    assert res.elapsed < 5, res.elapsed
+    assert res.elapsed < 2 + 10, res.elapsed  # timeout=2, not the helper's 60 s
     assert process_gone(read_record(helper_dir)["pid"])
 
 

