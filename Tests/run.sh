@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 bash install/deps.sh --test
 
 echo "== build"
-swift build --quiet
+swift build --quiet    # debug: the unit tests, and the crash points of the crash-safety tests
+# What ships: the release build with the static Swift runtime, as install/install.sh makes it.
+swift build -c release --static-swift-stdlib --quiet --product watchword
+swift build -c release --static-swift-stdlib --quiet --product watchword-helper
 make -s -C pam
 
 echo "== swift test"
@@ -21,5 +24,8 @@ bash Fuzz/run.sh 10
 echo "== integration"
 # -rs lists every skip with its reason; with CI=true a skip not on the allow-list in
 # Tests/integration/conftest.py fails the run instead.
-export WATCHWORD_BUILD="$PWD/.build/debug"
+# The integration suite runs the release build (what install/install.sh installs); only the
+# crash-point tests, which need WATCHWORD_TEST_HOOKS, run the debug build.
+export WATCHWORD_BUILD="$(swift build -c release --show-bin-path)"
+export WATCHWORD_HOOKS_BUILD="$PWD/.build/debug"
 /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider Tests/integration "$@"

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
                       write_service)
-from ww import CLI, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes
+from ww import CLI, HOOKS_BUILD, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes
 
 AUTH_FAILURE = "Authentication failure"
 
@@ -33,6 +33,12 @@ AUTH_FAILURE = "Authentication failure"
 @pytest.fixture
 def ww(tmp_path, helper_dir, pam_module) -> Watchword:
     return Watchword(tmp_path / "ww", helper_dir)
+
+
+@pytest.fixture
+def ww_hooks(tmp_path, helper_dir, pam_module) -> Watchword:
+    """A watchword of the debug build, whose atomic writes have crash points."""
+    return Watchword(tmp_path / "ww", helper_dir, build=HOOKS_BUILD)
 
 
 def fresh_code(secret: str, margin: float = 5) -> str:
@@ -375,11 +381,12 @@ CRASH_WRITERS = ["login-success", "login-failure", "cli-unlock", "cli-recovery-c
 
 @pytest.mark.parametrize("writer", CRASH_WRITERS)
 def test_sigkill_at_each_step_of_a_write_leaves_exactly_the_old_or_the_new_state(
-        ww, service_dir, pam_module, writer, capsys):
+        ww_hooks, service_dir, pam_module, writer, capsys):
     """The helper (a login) or the CLI (an admin command) dies by SIGKILL at each step of
     the atomic replace of hal's state file. Before the rename the file must be byte for byte
     the old one (the new bytes at most in the temporary file), from the rename on byte for
     byte the new one, which is what the same write makes when it is not killed."""
+    ww = ww_hooks
     hal = ww.enroll("hal", "--hotp")
     ww.write_config("[policy]\nmax_failures = 1000\nhotp_lookahead = 50\n")
     write_service(service_dir, "crash", [f"auth required {pam_module} {ww.args('debug')}"])

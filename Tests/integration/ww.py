@@ -14,6 +14,9 @@ from conftest import REPO_ROOT, install_helper, make_root_dir
 BUILD = Path(os.environ.get("WATCHWORD_BUILD", REPO_ROOT / ".build" / "debug"))
 CLI = BUILD / "watchword"
 HELPER = BUILD / "watchword-helper"
+# The crash-safety tests need the crash points that only debug builds compile in
+# (WATCHWORD_TEST_HOOKS); Tests/run.sh runs everything else against the release build.
+HOOKS_BUILD = Path(os.environ.get("WATCHWORD_HOOKS_BUILD", BUILD))
 
 
 def oathtool_totp(secret_b32: str, at: float | None = None, *, algorithm="sha1",
@@ -69,19 +72,20 @@ def secret_of(uri: str) -> str:
 class Watchword:
     """One private watchword: a root 0700 base with state/ and etc/config.toml."""
 
-    def __init__(self, base: Path, helper_dir: Path):
+    def __init__(self, base: Path, helper_dir: Path, build: Path = BUILD):
         self.base = make_root_dir(base, 0o700)
         self.state = self.base / "state"
         self.etc = make_root_dir(self.base / "etc", 0o700)
         self.config = self.etc / "config.toml"
-        self.helper = install_helper(HELPER, helper_dir)
+        self.cli_path = build / "watchword"
+        self.helper = install_helper(build / "watchword-helper", helper_dir)
         # args() names this file with config=, which must exist: start with the defaults.
         self.write_config("")
 
     # --- CLI -------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, input: str | None = None,
             state: bool = True) -> subprocess.CompletedProcess:
-        argv = [str(CLI), *args]
+        argv = [str(self.cli_path), *args]
         if state and args and not args[0].startswith("-"):
             argv += ["--state-dir", str(self.state), "--config", str(self.config)]
         proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
