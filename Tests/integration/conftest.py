@@ -404,6 +404,13 @@ def inspect_helper(helper_dir, inspect_binary) -> Path:
 
 
 @pytest.fixture
+def ww(tmp_path, helper_dir, pam_module):
+    """A private watchword (ww.Watchword): state, config and helper of its own."""
+    from ww import Watchword  # ww imports this module
+    return Watchword(tmp_path / "ww", helper_dir)
+
+
+@pytest.fixture
 def service_dir(tmp_path) -> Path:
     """A directory for pam_wrapper service files."""
     path = tmp_path / "pam.d"

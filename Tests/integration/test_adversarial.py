@@ -25,25 +25,16 @@ import pytest
 
 from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
                       write_service)
-from ww import CLI, HOOKS_BUILD, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes
+from ww import (CLI, HOOKS_BUILD, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes, fresh_totp as fresh_code)
 
 AUTH_FAILURE = "Authentication failure"
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
 
 
 @pytest.fixture
 def ww_hooks(tmp_path, helper_dir, pam_module) -> Watchword:
     """A watchword of the debug build, whose atomic writes have crash points."""
     return Watchword(tmp_path / "ww", helper_dir, build=HOOKS_BUILD)
-
-
-def fresh_code(secret: str, margin: float = 5) -> str:
-    """A code with at least `margin` seconds left in its step."""
-    return fresh_totp(secret, margin)
 
 
 def run_seed() -> int:

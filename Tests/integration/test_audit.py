@@ -10,20 +10,8 @@ import time
 import pytest
 
 from conftest import PAM_MAXTRIES, PAM_SUCCESS
-from ww import Watchword, fresh_totp
+from ww import Watchword, fresh_totp, fresh_totp as fresh_code, wrong_of
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
-
-def fresh_code(secret: str) -> str:
-    return fresh_totp(secret)
-
-
-def wrong_of(code: str) -> str:
-    return f"{(int(code) + 1) % 1_000_000:06d}"
 
 
 def logins(ww):

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import PAM_AUTH_ERR, PAM_SUCCESS
 from mountns import private_mounts
-from ww import Watchword, oathtool_totp
+from ww import Watchword, oathtool_totp, fresh_totp as fresh_code, wrong_of
 
 NSS_MODULE_C = r"""
 #include <errno.h>
@@ -96,20 +96,6 @@ def nss_namespace(tmp_path_factory):
     assert outside.returncode != 0, "ALICE exists on this machine: the test cannot tell"
     return enter
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
-
-def fresh_code(secret: str) -> str:
-    if time.time() % 30 > 28:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
-
-
-def wrong_of(code: str) -> str:
-    return f"{(int(code) + 1) % 1_000_000:06d}"
 
 
 @pytest.mark.parametrize("name", ["ALICE", "Alice", "asmith"])

@@ -14,10 +14,6 @@ from ww import CLI, Watchword, oathtool_totp
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
 
 def test_enroll_prints_uri_qr_and_recovery_codes(ww):
     out = ww.cli("enroll", "alice", "--totp", "--issuer", "Example Host").stdout

@@ -17,22 +17,12 @@ import pytest
 
 from conftest import make_root_dir
 from mountns import private_mounts
-from ww import Watchword, oathtool_totp
+from ww import Watchword, oathtool_totp, fresh_totp as fresh_code
 
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
 DEFAULT_CONFIG_DIR = Path("/etc/watchword")
 PERMIT = ("auth required pam_permit.so",)
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
-
-def fresh_code(secret: str) -> str:
-    if 30 - time.time() % 30 < 5:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
 
 
 def mark_fleet(ww) -> Path:

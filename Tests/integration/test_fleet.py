@@ -28,7 +28,7 @@ from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCC
                       run_pam_client, run_pam_clients_at_once, run_pamtester, run_pamtesters_together,
                       write_service)
 from pgserver import PgServer, SilentListener
-from ww import CLI, Watchword, oathtool_hotp, oathtool_totp, wrong_totp_codes
+from ww import (CLI, Watchword, oathtool_hotp, oathtool_totp, wrong_totp_codes, fresh_totp as fresh_code, wrong_of)
 
 AUTH_FAILURE = "Authentication failure"
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
@@ -135,14 +135,6 @@ def abc(fleet):
     return fleet("a"), fleet("b"), fleet("c")
 
 
-def fresh_code(secret: str, margin: float = 5, **kw) -> str:
-    """A code with at least `margin` seconds left in its step."""
-    period = kw.get("period", 30)
-    if period - time.time() % period < margin:
-        time.sleep(period - time.time() % period + 0.1)
-    return oathtool_totp(secret, **kw)
-
-
 def next_step_code(secret: str, used: str) -> str:
     """A code of a step after the one `used` came from (waits for it if need be)."""
     while True:
@@ -150,10 +142,6 @@ def next_step_code(secret: str, used: str) -> str:
         if code != used:
             return code
         time.sleep(30 - time.time() % 30 + 0.1)
-
-
-def wrong_of(code: str) -> str:
-    return f"{(int(code) + 500_000) % 1_000_000:06d}"
 
 
 def messages(res) -> str:

@@ -26,10 +26,6 @@ from ww import CLI, Watchword, oathtool_hotp, oathtool_totp
 OWNER = "nobody"  # a real account that owns the imported files
 
 
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
 
 # --- helpers -------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from conftest import PAM_AUTH_ERR, PAM_IGNORE
-from ww import Watchword, oathtool_totp
+from ww import Watchword, oathtool_totp, fresh_totp as fresh_code, wrong_of
 
 FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason"]
 RESULT_LINE = re.compile(
@@ -39,20 +39,6 @@ HOSTILE = [
     pytest.param("L" * 1000 + FORGED, id="long"),
 ]
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
-
-def fresh_code(secret: str) -> str:
-    if time.time() % 30 > 28:
-        time.sleep(30 - time.time() % 30 + 0.1)
-    return oathtool_totp(secret)
-
-
-def wrong_of(code: str) -> str:
-    return f"{(int(code) + 1) % 1_000_000:06d}"
 
 
 def unique_keys(pairs):

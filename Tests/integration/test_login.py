@@ -9,21 +9,12 @@ import time
 import pytest
 
 from conftest import PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_IGNORE, PAM_MAXTRIES, PAM_SUCCESS
-from ww import Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wait_for_step_margin
+from ww import (Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wait_for_step_margin, fresh_totp as fresh_code)
 
 AUTH_FAILURE = "Authentication failure"
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
 MAXTRIES = "Have exhausted maximum number of retries for service"
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
-
-def fresh_code(secret: str) -> str:
-    """A code with at least 5 s left in its step."""
-    return fresh_totp(secret)
 
 
 def test_right_code_is_accepted_and_logged(ww, run_pam):

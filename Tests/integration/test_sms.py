@@ -19,7 +19,7 @@ import pytest
 from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, run_pam_clients_at_once,
                       write_service)
 from sms_standins import NomadoStandIn, TwilioStandIn, TwilioVerifyStandIn, sms_config
-from ww import CLI, HELPER, Watchword, secret_of
+from ww import CLI, HELPER, Watchword, secret_of, wrong_totp_codes
 from ww import fresh_totp as ww_fresh_totp
 
 PHONE = "+14155550123"
@@ -28,10 +28,6 @@ SENT_PROMPT = f"Code sent to {MASKED}. Verification code: "
 OFFER_PROMPT = "Verification code (press Enter to get one by SMS): "
 GOLDEN = Path(__file__).parent / "golden"
 
-
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
 
 
 @pytest.fixture
@@ -288,20 +284,6 @@ CHECKERS = {"twilio-verify": "verify", "nomado": "nomado"}
 def checks(standin) -> list:
     """The requests that asked the stand-in to check a code."""
     return [r for r in standin.requests if r.path.endswith(("/VerificationCheck", "/2fa/verify"))]
-
-
-def wrong_totp_codes(secret: str, n: int) -> list[str]:
-    """n six-digit answers that are none of the TOTP codes valid from 2 minutes ago to 5
-    minutes from now: wrong for the token, and never the code the provider texted."""
-    now = time.time()
-    valid = {oathtool_totp(secret, now + d) for d in range(-120, 301, 30)}
-    out, i = [], 0
-    while len(out) < n:
-        code = f"{(104_729 * i + 31_337) % 1_000_000:06d}"
-        if code not in valid:
-            out.append(code)
-        i += 1
-    return out
 
 
 @pytest.mark.parametrize("provider", list(CHECKERS))

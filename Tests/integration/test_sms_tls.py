@@ -81,10 +81,6 @@ def server_context(pki: Path, name: str) -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-def ww(tmp_path, helper_dir, pam_module) -> Watchword:
-    return Watchword(tmp_path / "ww", helper_dir)
-
 
 @pytest.fixture
 def outbox(tmp_path) -> Path:

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import MODULE_PATH
 from systree import DEBIAN, LoginUser, Tree, findings
-from ww import CLI, HELPER, fresh_totp, secret_of
+from ww import CLI, HELPER, fresh_totp, secret_of, fresh_totp as fresh_code
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -95,10 +95,6 @@ def start_sshd(tmp_path, user):
 @pytest.fixture
 def tree(tmp_path, pam_module, user) -> Tree:
     return Tree(tmp_path / "tree", enrolled=(user.name,))
-
-
-def fresh_code(secret: str) -> str:
-    return fresh_totp(secret)
 
 
 def wrong(code: str) -> str:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ww import Watchword, fresh_totp
+from ww import Watchword, fresh_totp, fresh_totp as fresh_code
 
 USER = "nobody"  # exists everywhere; needs no password since the private stack asks only for the code
 
@@ -34,10 +34,6 @@ def run_sudo(ww: Watchword, pam_module, tmp_path, stdin: str, module_args: str =
         f"exec setpriv --reuid={USER} --regid=nogroup --clear-groups -- sudo -S -k /usr/bin/id -u")
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                           input=stdin, capture_output=True, text=True, timeout=60)
-
-
-def fresh_code(secret: str) -> str:
-    return fresh_totp(secret)
 
 
 def test_sudo_runs_the_command_with_the_right_code_only_once(ww, pam_module, tmp_path):

@@ -49,6 +49,11 @@ def oathtool_hotp(secret_b32: str, counter: int, digits=6) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def wrong_of(code: str) -> str:
+    """Another code of the same length, far from `code` (a guess that is wrong now)."""
+    return f"{(int(code) + 500_000) % 10 ** len(code):0{len(code)}d}"
+
+
 def wrong_totp_codes(secret_b32: str, count: int = 1, minutes: int = 2) -> list[str]:
     """`count` 6-digit codes that are not the code of any step from the one before now to
     `minutes` ahead: wrong guesses for a test that must not hit a valid code by chance."""
