@@ -66,19 +66,24 @@ class Host(Watchword):
 
     def __init__(self, name: str, base: Path, helper_dir: Path, pg: PgServer, service_dir: Path,
                  pam_module: Path, *, offline: str = "deny", conninfo: str | None = None,
-                 head: str = "", module_args: str = ""):
+                 head: str = "", module_args: str = "", store_extra: str = ""):
         super().__init__(base, helper_dir)
         make_root_dir(self.state, 0o700)
         self.name, self.pg = name, pg
         self.service_dir, self.pam_module = service_dir, pam_module
         self.service = f"host-{name}"
         self.pgpass = pg.write_password_file(self.etc / "pgpass")
+        self.store_extra = store_extra
         self.configure(offline=offline, conninfo=conninfo or pg.conninfo("verify-full"), head=head)
         self.set_module_args(module_args)
 
     def configure(self, *, offline: str | None = None, conninfo: str | None = None,
-                  head: str | None = None, password_file: Path | None = None) -> None:
-        """Writes the config: `head` (policy, sms...) first, then the store tables."""
+                  head: str | None = None, password_file: Path | None = None,
+                  store_extra: str | None = None) -> None:
+        """Writes the config: `head` (policy, sms...) first, then the store tables
+        (`store_extra`: more [store.postgres] lines)."""
+        if store_extra is not None:
+            self.store_extra = store_extra
         if offline is not None:
             self.offline = offline
         if conninfo is not None:
@@ -88,7 +93,7 @@ class Host(Watchword):
         pw = password_file or self.pgpass
         self.write_config(f'{self.head}\n[store]\nbackend = "postgres"\n\n[store.postgres]\n'
                           f'conninfo = "{self.conninfo}"\npassword_file = "{pw}"\n'
-                          f'offline = "{self.offline}"\n')
+                          f'offline = "{self.offline}"\n{self.store_extra}\n')
 
     def set_module_args(self, extra: str = "") -> None:
         write_service(self.service_dir, self.service, [f"auth required {self.pam_module} {self.args(extra)}"])
@@ -428,9 +433,10 @@ def test_a_database_that_accepts_and_never_answers_denies_within_the_timeout(fle
 
 def test_cached_mode_verifies_offline_refuses_replays_and_reconciles(fleet, db):
     head = "[policy]\nmax_failures = 10\n"
-    a = fleet("a", offline="cached", head=head)
-    b = fleet("b", offline="cached", head=head)
-    never = fleet("c", offline="cached", head=head)
+    extra = "offline_recovery = true\n"
+    a = fleet("a", offline="cached", head=head, store_extra=extra)
+    b = fleet("b", offline="cached", head=head, store_extra=extra)
+    never = fleet("c", offline="cached", head=head, store_extra=extra)
     alice = a.enroll("alice")
     bob = a.enroll("bob")
     carol = b.enroll("carol")  # enrolled from B: A never touches carol
