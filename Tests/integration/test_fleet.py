@@ -417,7 +417,8 @@ def test_a_database_that_accepts_and_never_answers_denies_within_the_timeout(fle
             watcher.join()
         assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
         assert UNAVAILABLE_MSG in messages(res), res.messages
-        assert "unreachable" in res.log_text().lower(), res.log_text()
+        # The TCP connection was up: not an outage but a server that does not behave.
+        assert "cannot use the database" in res.log_text() and "no answer" in res.log_text(), res.log_text()
         assert res.elapsed < 5 + 2, res.elapsed
         assert silent.accepted, "the helper never reached the database port"
         assert seen, "never saw the helper running"
@@ -427,7 +428,7 @@ def test_a_database_that_accepts_and_never_answers_denies_within_the_timeout(fle
         # The CLI gives up too, with a clear error.
         t = time.monotonic()
         proc = a.cli("list", check=False)
-        assert proc.returncode != 0 and "unreachable" in proc.stderr, proc.stderr
+        assert proc.returncode != 0 and "no answer" in proc.stderr, proc.stderr
         assert time.monotonic() - t < 30
 
 
@@ -680,7 +681,7 @@ def test_doctor_reports_the_database(fleet, db):
     os.chown(loose, 65534, 65534)
     weak = fleet("weak", conninfo=db.conninfo("verify-full", loose))
     checks = json.loads(weak.cli("doctor", "--json", check=False).stdout)["checks"]
-    assert any(c["check"] == "store.tls" and c["status"] == "fail" and "sslrootcert" in c["detail"]
+    assert any(c["check"] in ("store.tls", "store.conninfo") and c["status"] == "fail" and "sslrootcert" in c["detail"]
                for c in checks), checks
 
 
@@ -918,7 +919,9 @@ def test_bytes_injected_before_the_tls_handshake_are_refused(fleet, db):
         alice = a.enroll("alice")
         mitm = fleet("mitm", conninfo=db.conninfo("verify-full", port=port))
         proc = mitm.cli("list", "--json", check=False)
-        assert proc.returncode != 0 and "after its answer to the TLS request" in proc.stderr, proc
+        # libpq (15.2+, CVE-2021-23222 fixed) refuses bytes that came with the 'S'.
+        assert proc.returncode != 0 and "cannot use the database" in proc.stderr, proc
+        assert "alice" not in proc.stdout, proc
         res = mitm.conv("alice", [fresh_code(alice["secret"])])
         assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, res.output
         assert seen and seen[0] == b"\0\0\0\x08\x04\xd2\x16\x2f", seen  # it was asked, and refused
