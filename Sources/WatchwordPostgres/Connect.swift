@@ -21,7 +21,7 @@ import WatchwordCore
 /// - `target_session_attrs` is `any`, `read-write` or `primary` (the store writes).
 ///
 /// Nothing comes from libpq's other sources: the `PG*` variables are gone before libpq is
-/// loaded (`Libpq.shared`), `passfile` is /dev/null, and `sslcert`, `sslkey` and `sslcrl`
+/// loaded (`Libpq.shared`), `passfile` is a path that cannot exist, and `sslcert`, `sslkey` and `sslcrl`
 /// are always passed (a path that cannot exist when not configured), so files under
 /// ~/.postgresql are never read.
 public struct ConnectionPlan: Sendable {
@@ -143,7 +143,10 @@ public struct ConnectionPlan: Sendable {
             "options", "connect_timeout", "application_name", "gssencmode", "client_encoding",
         ]
         for (key, value) in given where !own.contains(key) { common.append((key, value)) }
-        common.append(("passfile", "/dev/null"))
+        // Not /dev/null: libpq 15 reads the passfile when no password is given (certificate
+        // authentication) and warns on stderr that /dev/null is not a plain file. A path that
+        // cannot exist is skipped without a word.
+        common.append(("passfile", nowhere))
         common.append(("gssencmode", "disable"))
         common.append(("sslcrl", fields["sslcrl"].flatMap { $0.isEmpty ? nil : $0 } ?? nowhere))
         common.append(("client_encoding", "UTF8"))

@@ -41,7 +41,7 @@ import Glibc
         let params = Dictionary(p.parameters(for: p.hosts[1], password: "pw"), uniquingKeysWith: { a, _ in a })
         #expect(params["user"] == "watch word" && params["host"] == "db2" && params["port"] == "5433")
         #expect(params["sslmode"] == "verify-full" && params["sslrootcert"] == ca && params["password"] == "pw")
-        #expect(params["passfile"] == "/dev/null" && params["gssencmode"] == "disable")
+        #expect(params["passfile"] == ConnectionPlan.nowhere && params["gssencmode"] == "disable")
         #expect(params["sslcert"] == ConnectionPlan.nowhere && params["sslkey"] == ConnectionPlan.nowhere)
         #expect(params["sslcrl"] == ConnectionPlan.nowhere && params["options"] == "-c x=1")
         #expect(try plan("host=db sslmode=verify-ca sslrootcert=\(ca)").sslmode == "verify-ca")
