@@ -176,8 +176,12 @@ class Fleet:
             p.write_text(template.replace("\nuser u0\n", f"\nuser u{i}\n"))
             os.chmod(p, 0o600)
         self.ww("store", "init", host="a")
+        # import-files marks the directory it reads as a fleet member, which the file store's
+        # logins would then refuse: import a copy.
+        copy = self.base / "state-import"
+        shutil.copytree(self.files_state, copy, symlinks=True)
         t = time.perf_counter()
-        self.ww("store", "import-files", host="a", state=self.files_state)
+        self.ww("store", "import-files", host="a", state=copy)
         self.import_s = time.perf_counter() - t
         listed = json.loads(self.ww("list", "--json", host="b").stdout)
         assert len(listed) == n, (len(listed), n)
@@ -286,7 +290,12 @@ def main() -> None:
     pooler = None
     try:
         pg.start()
-        with tempfile.TemporaryDirectory(prefix="ww-fleet-bench-") as tmp:
+        # Not under /tmp: the module refuses a helper below a directory others can write to.
+        root = Path("/var/lib/watchword-bench")
+        root.mkdir(mode=0o755, exist_ok=True)
+        os.chown(root, 0, 0)
+        os.chmod(root, 0o755)
+        with tempfile.TemporaryDirectory(prefix="ww-fleet-bench-", dir=root) as tmp:
             if shutil.which("pgbouncer"):
                 pooler = PgBouncer(Path(tmp), pg)
             else:

@@ -147,15 +147,7 @@ public final class Libpq: @unchecked Sendable {
 
     private init() throws(DatabaseError) {
         // RTLD_LAZY: libpq's libraries bind a function when it is first called.
-        // GNUTLS_NO_IMPLICIT_INIT: libpq needs libldap (for LDAP service lookups, which
-        // watchword never makes: `service` is refused), libldap needs GnuTLS, and GnuTLS
-        // initialises itself in a constructor (its config, p11-kit, the RNG): about 4 of
-        // the 7 ms that loading libpq takes here. libpq's TLS is OpenSSL's; nothing here
-        // calls GnuTLS. Set only while loading, never left for a child to inherit.
-        let hadGnuTLSFlag = getenv("GNUTLS_NO_IMPLICIT_INIT") != nil
-        if !hadGnuTLSFlag { setenv("GNUTLS_NO_IMPLICIT_INIT", "1", 1) }
         let opened = dlopen(Self.library, RTLD_LAZY | RTLD_LOCAL)
-        if !hadGnuTLSFlag { unsetenv("GNUTLS_NO_IMPLICIT_INIT") }
         guard let handle = opened else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
             throw DatabaseError(.config, "cannot load \(Self.library) (install libpq5): \(reason)")
