@@ -300,17 +300,19 @@ def main() -> None:
                 pooler = PgBouncer(Path(tmp), pg)
             else:
                 print("pgbouncer not installed (apt-get install pgbouncer): the pooled row is left out")
-            f = Fleet(Path(tmp), pg, build, users, pooler)
-            results = {
-                "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "build": str(build)},
-                "users": users, "import_s": round(f.import_s, 3),
-                "latency": bench_latency(f, n),
-                "concurrent": bench_concurrent(f, 2 * n, args.concurrent, args.concurrent),
-                "one_code_race": bench_one_code_race(f, f"u{users - 1}"),
-            }
-            if pooler:
-                pooler.stop()
+            try:
+                f = Fleet(Path(tmp), pg, build, users, pooler)
+                results = {
+                    "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "build": str(build)},
+                    "users": users, "import_s": round(f.import_s, 3),
+                    "latency": bench_latency(f, n),
+                    "concurrent": bench_concurrent(f, 2 * n, args.concurrent, args.concurrent),
+                    "one_code_race": bench_one_code_race(f, f"u{users - 1}"),
+                }
+            finally:
+                if pooler:
+                    pooler.stop()
     finally:
         pg.close()
     print(table(results))
