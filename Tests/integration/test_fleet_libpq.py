@@ -383,3 +383,22 @@ def test_a_fleet_login_maps_libpq(fleet, db, tmp_path):
     alice = a.enroll("alice")
     opened = traced_login(a.service_dir, a.service, "alice", fresh_code(alice["secret"]), tmp_path / "fleet.trace")
     assert re.search(r'libpq\.so\.5".*= \d', opened), opened[-2000:]
+
+
+def test_files_under_root_home_are_never_read(fleet, db):
+    """libpq's defaults: ~/.pgpass, ~/.postgresql/postgresql.crt, .key, root.crt, root.crl.
+    In a private mount namespace /root gets garbage in each; had libpq used any of them the
+    connection would fail (a bad client certificate or CRL) or use the wrong password."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    a = fleet("a")
+    a.enroll("alice")
+    script = (
+        "set -e; mount -t tmpfs tmpfs /root; mkdir -m 700 /root/.postgresql; cd /root/.postgresql; "
+        "echo garbage > postgresql.crt; echo garbage > postgresql.key; chmod 600 postgresql.key; "
+        f"cp {db.wrong_ca} root.crt; echo garbage > root.crl; "
+        "echo '*:*:*:*:wrong-password' > /root/.pgpass; chmod 600 /root/.pgpass; "
+        f"exec {CLI} list --json --state-dir {a.state} --config {a.config}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [u["user"] for u in json.loads(proc.stdout)] == ["alice"], proc.stdout
