@@ -192,7 +192,8 @@ struct StoreRefreshCache: ParsableCommand {
             for users it has cached: those who logged in on it recently, and everyone after \
             this command. It first sends the host's offline events (used codes, failures) to \
             the database. Run it from cron every few hours on each host; the cache covers \
-            the next 24 hours of TOTP codes.
+            the next 24 hours of TOTP codes, and an entry older than \
+            store.postgres.offline_max_age (default a day) lets nobody in.
             """)
     @OptionGroup var global: GlobalOptions
 
