@@ -75,6 +75,20 @@ public struct ConnectionPlan: Sendable {
         if let mode = fields["gssencmode"], mode != "disable" {
             throw bad("gssencmode=\(mode) is not allowed: the connection is encrypted by TLS (leave gssencmode out)")
         }
+        // The values libpq would refuse only when connecting, refused here, so that a
+        // connection that fails at once is known to be an outage (see `Libpq.attempt`).
+        let choices: [String: [String]] = [
+            "channel_binding": ["disable", "prefer", "require"],
+            "ssl_min_protocol_version": ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+            "ssl_max_protocol_version": ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"],
+            "sslcompression": ["0", "1"],
+            "sslsni": ["0", "1"],
+        ]
+        for (key, allowed) in choices.sorted(by: { $0.key < $1.key }) {
+            if let value = fields[key], !value.isEmpty, !allowed.contains(value) {
+                throw bad("\(key)=\(value) is not one of \(allowed.joined(separator: ", "))")
+            }
+        }
         let target = fields["target_session_attrs"] ?? "any"
         guard ["any", "read-write", "primary"].contains(target) else {
             throw bad(
@@ -324,10 +338,14 @@ extension Libpq {
             return text.isEmpty ? "the connection failed" : text
         }
         if status(conn) == CONNECTION_BAD {
+            // Failed before a first wait: libpq's first PQconnectPoll resolves the name and
+            // calls connect(); a connection that comes up at once (a unix socket) leaves it in
+            // CONNECTION_MADE, never BAD. So no connection was opened: the name did not
+            // resolve or connect() failed at once. (libpq's option checks would also fail
+            // here; the plan has made them already: ConnectionPlan.make.)
             let why = message()
             finish(conn)
-            // Nothing was tried: the parameters themselves are wrong.
-            return .failure(DatabaseError(.failed, why))
+            return .failure(DatabaseError(.unreachable, why))
         }
         while true {
             let s = status(conn)

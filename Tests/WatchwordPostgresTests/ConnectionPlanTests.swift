@@ -76,6 +76,9 @@ import Glibc
         refused("host=db user=u sslrootcert=\(ca) nosuchkeyword=1", "nosuchkeyword")
         refused("host='db user=u", "")
         refused("host=db,db2 port=1,2,3 user=u sslrootcert=\(ca)", "port")
+        refused("host=db user=u sslrootcert=\(ca) channel_binding=maybe", "channel_binding")
+        refused("host=db user=u sslrootcert=\(ca) ssl_min_protocol_version=SSLv3", "ssl_min_protocol_version")
+        #expect(throws: Never.self) { try plan("host=db user=u sslrootcert=\(ca) channel_binding=require") }
     }
 
     @Test func socketDirectoriesMustBeTrusted() throws {

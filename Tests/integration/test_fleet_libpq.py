@@ -169,6 +169,17 @@ def test_offline_cached_a_closed_port_lets_a_cached_user_in(fleet, db):
     assert "offline cache" in res.log_text()
 
 
+def test_offline_cached_a_name_that_does_not_resolve_lets_a_cached_user_in(fleet, db):
+    a = fleet("a", offline="cached")
+    alice = a.enroll("alice")
+    first = fresh_code(alice["secret"])
+    assert a.login("alice", first).rc == 0
+    a.configure(conninfo=db.conninfo("verify-full", host="db.nonexistent.invalid"))
+    res = a.conv("alice", [next_step_code(alice["secret"], first)])
+    assert res.pam_rc == PAM_SUCCESS, res.output
+    assert "offline cache" in res.log_text()
+
+
 @pytest.mark.parametrize("case", ["certificate from an unrelated CA", "name not in the certificate",
                                   "accepts and never answers"])
 def test_offline_cached_a_connection_that_opened_and_failed_denies_without_the_cache(fleet, db, case):
