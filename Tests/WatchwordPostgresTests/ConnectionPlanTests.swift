@@ -35,6 +35,7 @@ import Glibc
 
     @Test func verifyFullWithARootCertIsTheRule() throws {
         let ca = Self.rootFile()
+        defer { unlink(ca) }
         let p = try plan("host=db1,db2 port=5432,5433 dbname=ww user='watch word' sslrootcert=\(ca)")
         #expect(p.sslmode == "verify-full" && p.sslrootcert == ca)
         #expect(p.hosts.map(\.label) == ["db1:5432", "db2:5433"])
@@ -49,6 +50,11 @@ import Glibc
 
     @Test func weakModesAndMissingOrLooseRootCertsAreRefused() {
         let ca = Self.rootFile()
+        let loose = Self.rootFile(0o666)
+        defer {
+            unlink(ca)
+            unlink(loose)
+        }
         for mode in ["disable", "allow", "prefer", "require"] {
             refused("host=db user=u sslmode=\(mode) sslrootcert=\(ca)", "sslmode=\(mode)")
         }
@@ -57,14 +63,15 @@ import Glibc
         refused("host=db user=u sslrootcert=relative.crt", "absolute")
         refused("host=db user=u sslrootcert=system", "absolute")
         refused("host=db user=u sslrootcert=/nonexistent/ca.crt", "sslrootcert")
-        refused("host=db user=u sslrootcert=\(Self.rootFile(0o666))", "sslrootcert", "not writable")
+        refused("host=db user=u sslrootcert=\(loose)", "sslrootcert", "not writable")
         refused("hostaddr=192.0.2.1 user=u sslmode=require", "sslmode=require")
         // One weak host spoils the list.
         refused("host=/var/run/postgresql,db user=u sslmode=prefer", "sslmode=prefer")
     }
 
     @Test func secretsServicesAndReadOnlyTargetsAreRefused() {
-        let ca = Self.rootFile()
+        let ca = Self.rootFile(0o640)
+        defer { unlink(ca) }
         refused("host=db user=u sslrootcert=\(ca) password=x", "password_file")
         refused("host=db user=u sslrootcert=\(ca) passfile=/root/.pgpass", "passfile")
         refused("host=db user=u sslrootcert=\(ca) service=ww", "service")
