@@ -9,8 +9,9 @@ import Glibc
 /// The conninfo policy: libpq parses, watchword's rules decide (see ConnectionPlan).
 @Suite struct ConnectionPlanTests {
     /// A root-owned CA stand-in (the plan checks only ownership and mode, not contents).
-    static func rootFile(_ mode: mode_t = 0o644) -> String {
-        let path = "/tmp/ww-plan-test-\(getpid())-\(mode).crt"
+    static func rootFile(_ mode: mode_t = 0o644, _ name: String = #function) -> String {
+        let tag = String(name.prefix { $0.isLetter })
+        let path = "/tmp/ww-plan-test-\(getpid())-\(tag)-\(mode).crt"
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
         close(fd)
         chmod(path, mode)
