@@ -27,6 +27,10 @@ let package = Package(
         // dlopen()s libcurl.so.4 when a text is sent, so TOTP logins never load it.
         .systemLibrary(
             name: "CCurl", path: "Sources/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // libpq's headers (libpq-dev). Deliberately not linked: WatchwordPostgres dlopen()s
+        // libpq.so.5 when the config says backend = "postgres", so logins on the file store
+        // never load it.
+        .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", providers: [.apt(["libpq-dev"])]),
 
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
@@ -50,9 +54,8 @@ let package = Package(
 
         // The SMS providers: command, twilio, twilio-verify, nomado (HTTPS through libcurl).
         .target(name: "WatchwordSMS", dependencies: ["WatchwordCore", "CCurl"]),
-        // The shared store for fleets: PostgreSQL, through its own protocol client (TLS by
-        // libssl, loaded only when used).
-        .target(name: "WatchwordPostgres", dependencies: ["WatchwordCore", "WatchwordCrypto"]),
+        // The shared store for fleets: PostgreSQL through libpq (loaded only when used).
+        .target(name: "WatchwordPostgres", dependencies: ["WatchwordCore", "WatchwordCrypto", "CLibpq"]),
         // Test doubles shipped as a target of their own: a fake SMS provider.
         .target(name: "WatchwordTestDoubles", dependencies: ["WatchwordCore"]),
 
@@ -62,7 +65,7 @@ let package = Package(
         // every login about 2 ms at start-up and in OpenSSL's initialisation. `-l:` keeps the
         // archive after the objects on the link line, where the linker pulls from it. Its
         // symbols are not exported (the static Swift runtime links with --exclude-libs ALL),
-        // so the libcrypto.so.3 that libcurl (SMS) or libssl (a TLS database) loads keeps to
+        // so the libcrypto.so.3 that libcurl (SMS) or libpq (a fleet's database) loads keeps to
         // itself.
         .executableTarget(
             name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres"],

@@ -31,6 +31,5 @@ let package = Package(
         fuzzTarget("FuzzOTPAuthURI", ["WatchwordOTP"]),
         fuzzTarget("FuzzBase32", ["WatchwordOTP"]),
         fuzzTarget("FuzzOfflineCache", ["WatchwordCore"]),
-        fuzzTarget("FuzzPostgresWire", ["WatchwordPostgres"]),
     ]
 )

@@ -8,7 +8,7 @@
 #   bash Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # TARGET is one of the names below (state-file config otpauth-uri base32 offline-cache
-# postgres-wire module-protocol);
+# module-protocol);
 # all of them when none is given. FUZZ_FLAGS adds libFuzzer options, e.g.
 # FUZZ_FLAGS="-jobs=2 -workers=2". FUZZ_WORK_DIR keeps the growing corpora there (one
 # directory per target) instead of in a temporary directory, so a campaign can go on later.
@@ -27,7 +27,6 @@ targets=(
     "otpauth-uri FuzzOTPAuthURI"
     "base32 FuzzBase32"
     "offline-cache FuzzOfflineCache -max_len=65536"
-    "postgres-wire FuzzPostgresWire"
     "module-protocol fuzz-module-protocol"
 )
 wanted=("$@")

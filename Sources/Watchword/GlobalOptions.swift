@@ -48,9 +48,7 @@ struct GlobalOptions: ParsableArguments {
         if let opened = openedDatabase, opened.config == configPath {
             store = opened.store
         } else {
-            var settings = DatabaseSettings(config.store)
-            settings.saltedPasswordCache = (try? SecureDirectory.open(stateDirectory)).map { SaltedPasswordFile(root: $0) }
-            store = PostgresStore(settings: settings)
+            store = PostgresStore(settings: DatabaseSettings(config.store))
             openedDatabase = (configPath, store)
         }
         if checkSchema {

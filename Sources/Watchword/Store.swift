@@ -192,7 +192,8 @@ struct StoreRefreshCache: ParsableCommand {
             for users it has cached: those who logged in on it recently, and everyone after \
             this command. It first sends the host's offline events (used codes, failures) to \
             the database. Run it from cron every few hours on each host; the cache covers \
-            the next 24 hours of TOTP codes.
+            the next 24 hours of TOTP codes, and an entry older than \
+            store.postgres.offline_max_age (default a day) lets nobody in.
             """)
     @OptionGroup var global: GlobalOptions
 
@@ -223,44 +224,42 @@ struct StoreRefreshCache: ParsableCommand {
 func checkFleetDatabase(_ config: Config, stateDirectory: String) -> (findings: [Finding], records: [UserRecord]?) {
     var findings: [Finding] = []
     let store = PostgresStore(settings: DatabaseSettings(config.store))
+    // The rules first: a conninfo that lets an impostor answer is a FAIL even when the
+    // database answers now.
+    let plan: ConnectionPlan
+    do {
+        plan = try store.settings.plan()
+    } catch {
+        findings.append(Finding(.fail, "store.conninfo", "\(error): logins are denied"))
+        return (findings, nil)
+    }
+    for host in plan.hosts {
+        if host.isSocket {
+            findings.append(Finding(.ok, "store.tls", "\(host.host): unix socket in a directory only root and system accounts can write: no TLS needed"))
+        } else if plan.sslmode == "verify-full" {
+            findings.append(Finding(.ok, "store.tls", "\(host.label): TLS, certificate checked against \(plan.sslrootcert) and the name \(host.host.isEmpty ? host.hostaddr : host.host) verified (sslmode=verify-full)"))
+        } else {
+            findings.append(Finding(.ok, "store.tls", "\(host.label): TLS, certificate checked against the private CA \(plan.sslrootcert) (sslmode=verify-ca: any certificate that CA signed is accepted, whatever its name)"))
+        }
+    }
     let db: DatabaseConnection
     do {
         db = try store.rawConnection()
     } catch {
-        findings.append(Finding(.fail, "store.connect", "\(error): logins are denied"
-            + (config.store.postgresOffline == .cached ? " (or checked against each host's offline cache)" : "")))
+        let offline = config.store.postgresOffline == .cached
+        if offline, case .unreachable = error {
+            findings.append(Finding(.fail, "store.connect", "\(error): logins are checked against each host's offline cache"))
+        } else {
+            findings.append(Finding(.fail, "store.connect", "\(error): logins are denied"))
+        }
         return (findings, nil)
     }
-    findings.append(Finding(.ok, "store.connect", "connected to PostgreSQL \(db.serverVersion / 10000).\(db.serverVersion % 10000)"))
-
-    // It connected, so the conninfo parses.
-    guard let options = try? ConnectionOptions(conninfo: config.store.postgresConninfo) else { return (findings, nil) }
-    let sslmode = options.sslmodeName
-    let host = options.hosts.joined(separator: ",")
+    var connected = "connected to PostgreSQL \(db.serverVersion / 10000).\(db.serverVersion % 10000)"
     if db.usesTLS {
         let what = [db.tlsAttribute("protocol"), db.tlsAttribute("cipher")].compactMap { $0 }.joined(separator: ", ")
-        if sslmode == "verify-full" {
-            findings.append(Finding(.ok, "store.tls", "TLS (\(what)), server certificate and name verified (sslmode=verify-full)"))
-        } else {
-            findings.append(Finding(.warn, "store.tls", "TLS (\(what)) but sslmode=\(sslmode): the server's certificate or name is not checked; use sslmode=verify-full"))
-        }
-    } else if options.hosts.allSatisfy({ $0.hasPrefix("/") }) {
-        findings.append(Finding(.ok, "store.tls", "Unix socket: no TLS needed on this host"))
-    } else {
-        findings.append(Finding(.fail, "store.tls", "the connection to \(host) is not encrypted (sslmode=\(sslmode)): secrets cross the network in the clear; use sslmode=verify-full"))
+        connected += " over TLS (\(what))"
     }
-
-    // The files the TLS set-up trusts: whoever can replace the CA can stand in for the server.
-    for (key, path) in [("sslrootcert", options.sslrootcert), ("sslcert", options.sslcert), ("sslkey", options.sslkey)] {
-        guard path.hasPrefix("/") else { continue }
-        var st = stat()
-        if stat(path, &st) != 0 {
-            findings.append(Finding(.fail, "store.tls", "\(key) \(path) does not exist"))
-        } else if st.st_uid != 0 || st.st_mode & 0o022 != 0 || (key == "sslkey" && st.st_mode & 0o077 != 0) {
-            let mode = String(st.st_mode & 0o7777, radix: 8)
-            findings.append(Finding(.fail, "store.tls", "\(key) \(path): owner uid \(st.st_uid), mode \(mode); must be root's and not writable by others\(key == "sslkey" ? " (and private)" : "")"))
-        }
-    }
+    findings.append(Finding(.ok, "store.connect", connected))
 
     var records: [UserRecord]? = nil
     do {

@@ -88,6 +88,14 @@ public struct StoreSettings: Sendable, Equatable {
     public var postgresConninfo = ""
     public var postgresPasswordFile = ""
     public var postgresOffline = Offline.deny
+    /// `offline = "cached"`: how old (seconds since this host last heard the database's
+    /// record) a user's cached entry may be and still let the user in.
+    public var postgresOfflineMaxAge = 86_400
+    public static let offlineMaxAgeRange = 300...604_800
+    /// `offline = "cached"`: whether recovery codes are accepted offline. Off by default: a
+    /// recovery code re-issued or a token revoked elsewhere is known here only at the next
+    /// contact with the database.
+    public var postgresOfflineRecovery = false
 }
 
 /// A config file that could not be used, naming the file, the key and the line.
@@ -170,6 +178,9 @@ extension Config {
         config.store.postgresConninfo = try reader.string("store.postgres.conninfo")
         config.store.postgresPasswordFile = try reader.string("store.postgres.password_file")
         config.store.postgresOffline = try reader.choice("store.postgres.offline", default: .deny)
+        config.store.postgresOfflineMaxAge = try reader.int(
+            "store.postgres.offline_max_age", StoreSettings.offlineMaxAgeRange, default: 86_400)
+        config.store.postgresOfflineRecovery = try reader.bool("store.postgres.offline_recovery", default: false)
 
         try reader.rejectUnknown(tables: [
             "policy", "sms", "sms.command", "sms.twilio", "sms.twilio-verify", "sms.nomado", "store",
@@ -240,6 +251,13 @@ private struct KeyReader {
                 "\(path): line \(entry.line): \(key) = \(n) is out of range (\(range.lowerBound) to \(range.upperBound))")
         }
         return Int(n)
+    }
+
+    mutating func bool(_ key: String, default value: Bool) throws(ConfigError) -> Bool {
+        known.insert(key)
+        guard let entry = document.entries[key] else { return value }
+        guard case .boolean(let b) = entry.value else { throw wrongType(key, entry, "true or false") }
+        return b
     }
 
     mutating func string(_ key: String) throws(ConfigError) -> String {

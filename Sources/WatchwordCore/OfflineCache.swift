@@ -400,7 +400,8 @@ public final class OfflineCache: @unchecked Sendable {
                 fresh.codes = nil
                 fresh.source = ""
             }
-            if fresh != entry || fresh.written < now - 3600 {
+            // Within a minute of the last contact: store.postgres.offline_max_age counts from it.
+            if fresh != entry || fresh.written < now - 60 {
                 fresh.written = now
             }
             entry = fresh

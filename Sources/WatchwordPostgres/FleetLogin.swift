@@ -40,8 +40,7 @@ public struct FleetLogin {
             }
         }
         if let localRoot, config.store.postgresOffline == .cached { cache = OfflineCache(root: localRoot) }
-        var settings = DatabaseSettings(config.store, timeoutSeconds: timeout, applicationName: "watchword-helper")
-        settings.saltedPasswordCache = localRoot.map { SaltedPasswordFile(root: $0) }
+        let settings = DatabaseSettings(config.store, timeoutSeconds: timeout, applicationName: "watchword-helper")
         let db = PostgresStore(settings: settings)
         let notes = Notes()
         if let cache {
@@ -85,7 +84,16 @@ public struct FleetLogin {
                 let record = try db.lastSeen(user) ?? db.load(user)
                 try cache.refresh(user, from: record, policy: config.policy, now: unixTimeNow())
             } catch {
-                conversation.log(.warning, "\(who): offline cache not refreshed: \(error)")
+                // What it holds may be what the database no longer says (a revoked token,
+                // re-issued recovery codes): drop it rather than keep it.
+                var dropped = false
+                do {
+                    try cache.update(user, durable: false) { (entry: inout OfflineEntry?) in
+                        if entry?.offlineEvents != true { entry = nil }
+                    }
+                    dropped = true
+                } catch {}
+                conversation.log(.warning, "\(who): offline cache not refreshed\(dropped ? " (entry dropped)" : ""): \(error)")
             }
         }
         return outcome
@@ -105,7 +113,8 @@ public struct FleetLogin {
         let recoveryKey: SymmetricKey?
         do {
             entry = try cache.entry(user)
-            recoveryKey = try cache.fleetRecoveryKey()
+            // Recovery codes offline only when the config says so (store.postgres.offline_recovery).
+            recoveryKey = config.store.postgresOfflineRecovery ? try cache.fleetRecoveryKey() : nil
         } catch {
             conversation.log(.err, "\(who): denied: offline cache: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
@@ -114,6 +123,14 @@ public struct FleetLogin {
         let now = unixTimeNow()
         guard let entry else {
             conversation.log(.err, "\(who): denied: not in this host's offline cache (no contact with the database yet)")
+            conversation.error(LoginFlow.unavailableMessage)
+            return .unavailable
+        }
+        let age = now - entry.written
+        guard age <= Int64(config.store.postgresOfflineMaxAge) else {
+            conversation.log(
+                .err,
+                "\(who): denied: this host's offline cache for the user is \(age) s old, older than store.postgres.offline_max_age (\(config.store.postgresOfflineMaxAge) s)")
             conversation.error(LoginFlow.unavailableMessage)
             return .unavailable
         }

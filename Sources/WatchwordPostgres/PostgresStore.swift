@@ -14,8 +14,6 @@ public struct DatabaseSettings {
     /// `timeout=` for the helper.
     public var timeoutSeconds: Int
     public var applicationName: String
-    /// Keeps SCRAM's salted password between runs (this host's state directory).
-    public var saltedPasswordCache: SaltedPasswordCache?
 
     public init(conninfo: String, passwordFile: String, timeoutSeconds: Int = 30, applicationName: String = "watchword") {
         self.conninfo = conninfo
@@ -36,24 +34,27 @@ public struct DatabaseSettings {
     /// Each statement, and each wait for a row lock, is cut off after this.
     public var statementTimeoutMilliseconds: Int { max(timeoutSeconds * 1000 / 3, 1000) }
 
-    /// The connection options: the conninfo, with the bounds and settings that always apply.
-    func options() throws(StoreError) -> ConnectionOptions {
-        var options: ConnectionOptions
-        do {
-            options = try ConnectionOptions(conninfo: conninfo)
-        } catch {
-            throw .unsupported(error.message)
-        }
-        options.applicationName = applicationName
-        options.connectTimeout = min(options.connectTimeout, connectTimeout)
+    /// The server-side bounds sent with the connection (libpq's `options`): a helper
+    /// killed mid-transaction closes its socket and the server rolls back; a host that
+    /// vanishes from the network is cut off by the idle-in-transaction timeout.
+    var serverOptions: String {
         let ms = statementTimeoutMilliseconds
-        options.readTimeout = max(ms / 1000 + 1, 2)
-        // A helper killed mid-transaction closes its socket and the server rolls back; a host
-        // that vanishes from the network is cut off by the idle-in-transaction timeout.
-        let bounds =
-            "-c statement_timeout=\(ms) -c lock_timeout=\(ms) -c idle_in_transaction_session_timeout=\(max(ms * 2, 5000))"
-        options.serverOptions = options.serverOptions.isEmpty ? bounds : options.serverOptions + " " + bounds
-        return options
+        return "-c statement_timeout=\(ms) -c lock_timeout=\(ms) -c idle_in_transaction_session_timeout=\(max(ms * 2, 5000))"
+    }
+
+    /// How long one wait on the connection may take (a statement's answer).
+    var waitSeconds: Int { max(statementTimeoutMilliseconds / 1000 + 1, 2) }
+
+    /// The connection plan: the conninfo parsed by libpq and checked against the rules
+    /// (see `ConnectionPlan`).
+    public func plan(checkFiles: Bool = true) throws(StoreError) -> ConnectionPlan {
+        do {
+            return try ConnectionPlan.make(
+                conninfo: conninfo, pq: try Libpq.shared(), connectTimeout: connectTimeout,
+                applicationName: applicationName, serverOptions: serverOptions, checkFiles: checkFiles)
+        } catch {
+            throw PostgresStore.storeError(error)
+        }
     }
 
     /// The password: the first line of a root-owned 0600 file (the same rules as the config).
@@ -106,11 +107,11 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     /// Connects without checking the schema (for `store init`/`migrate` and `doctor`).
     public func rawConnection() throws(StoreError) -> DatabaseConnection {
         if let db { return db }
-        let options = try settings.options()
+        let plan = try settings.plan()
         var password = try settings.readPassword()
         defer { if password != nil { secureZero(&password!) } }
         do {
-            let connection = try DatabaseConnection(options: options, password: password, cache: settings.saltedPasswordCache)
+            let connection = try Libpq.shared().connect(plan, password: password, waitSeconds: settings.waitSeconds)
             db = connection
             return connection
         } catch {
@@ -166,8 +167,8 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
 
     static func storeError(_ error: DatabaseError) -> StoreError {
         switch error.kind {
-        case .unreachable: .unreachable(error.message)
-        case .server, .protocolError: .unsupported(error.message)
+        case .unreachable, .lost: .unreachable(error.message)
+        case .config, .failed, .server: .unsupported(error.message)
         }
     }
 
@@ -181,7 +182,7 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         do {
             results = try connection.batch(all)
         } catch {
-            if error.kind == .unreachable { close() }
+            if error.kind == .lost { close() }
             if checking && error.sqlState == "42P01" {
                 throw .unsupported("the database has no watchword schema: run 'watchword store init'")
             }

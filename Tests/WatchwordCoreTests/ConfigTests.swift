@@ -548,3 +548,30 @@ struct TOMLParserTests {
         #expect((try? TOMLParser.parse(Array("a = [\(fine)]\n".utf8))) != nil)
     }
 }
+
+@Suite("Config: the offline cache's bounds (store.postgres.offline_max_age, offline_recovery)")
+struct OfflineBoundsConfigTests {
+    @Test func defaultsAreADayAndNoRecoveryCodes() throws {
+        let config = try parse("")
+        #expect(config.store.postgresOfflineMaxAge == 86_400)
+        #expect(config.store.postgresOfflineRecovery == false)
+    }
+
+    @Test func valuesAreRead() throws {
+        let config = try parse("[store.postgres]\noffline_max_age = 3600\noffline_recovery = true\n")
+        #expect(config.store.postgresOfflineMaxAge == 3600)
+        #expect(config.store.postgresOfflineRecovery == true)
+    }
+
+    @Test("out of range or of the wrong type is an error naming the key",
+          arguments: ["offline_max_age = 10", "offline_max_age = 604801", "offline_max_age = \"1d\"",
+                      "offline_recovery = 1", "offline_recovery = \"yes\""])
+    func badValues(_ line: String) {
+        do {
+            _ = try parse("[store.postgres]\n\(line)\n")
+            Issue.record("accepted: \(line)")
+        } catch {
+            #expect("\(error)".contains(String(line.prefix { $0 != " " })), "\(error)")
+        }
+    }
+}

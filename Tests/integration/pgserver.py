@@ -94,7 +94,8 @@ def make_cert(dir: Path, name: str, cn: str, san: str, ca: tuple[Path, Path]) ->
 class PgServer:
     """One private PostgreSQL cluster; see the module docstring."""
 
-    def __init__(self, *, max_connections: int = 300, durable: bool = False):
+    def __init__(self, *, max_connections: int = 300, durable: bool = False, password: str | None = None,
+                 extra_conf: str = ""):
         self.pw = pwd.getpwnam(PG_USER)
         self.base = Path(tempfile.mkdtemp(prefix="ww-pg-", dir="/tmp"))
         os.chmod(self.base, 0o755)  # the CA must be readable by root's libpq; nothing secret here but keys
@@ -103,7 +104,10 @@ class PgServer:
         self.tls = self.base / "tls"
         self.log = self.base / "postgres.log"
         self.port = _free_port()
-        self.password = os.urandom(18).hex()
+        # The watchword role's password (give one to make a second server of the same fleet).
+        self.password = password or os.urandom(18).hex()
+        # More postgresql.conf lines (e.g. default_transaction_read_only = on: a read-only server).
+        self.extra_conf = extra_conf
         self.max_connections = max_connections
         # Tests run without fsync for speed; benchmarks want a server that commits for real.
         self.durable = durable
@@ -159,6 +163,7 @@ class PgServer:
         (self.data / "pg_hba.conf").write_text(
             "# watchword tests: postgres over the private socket, watchword by password only\n"
             f"local   all       {PG_USER}   trust\n"
+            f"local   {DATABASE} {ROLE}  scram-sha-256\n"
             f"hostssl {DATABASE} {ROLE}  127.0.0.0/8  scram-sha-256\n"
             f"host    {DATABASE} {ROLE}  127.0.0.0/8  scram-sha-256\n")
         self._initialised = True
@@ -178,7 +183,7 @@ class PgServer:
             f"ssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
             "password_encryption = 'scram-sha-256'\n"
             "log_connections = off\nlog_min_messages = warning\n"
-            "log_line_prefix = '%m [%p] %q%u@%d '\n")
+            "log_line_prefix = '%m [%p] %q%u@%d '\n" + self.extra_conf)
         os.chown(self.data / "postgresql.auto.conf", self.pw.pw_uid, self.pw.pw_gid)
 
     def start(self) -> "PgServer":
