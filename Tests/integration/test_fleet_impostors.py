@@ -11,8 +11,9 @@ learn no password (neither in clear nor a SCRAM proof it could guess from) and r
 query, and the CLI must not believe it either. sslmodes weaker than verify-full, or
 verify-ca/verify-full without an sslrootcert file, are config errors that deny before
 anything is sent. With `offline = "cached"`, an impostor on the database's port is not
-"the database is down": the login is denied and the cache is not used; only a port that
-nobody answers on sends the login to the cache.
+"the database is down", nor is a server that proves who it is and then fails
+authentication, the protocol or the schema check: the login is denied and the cache is
+not used; only a port that nobody answers on sends the login to the cache.
 
 The PAM stack is `auth required pam_watchword.so ... nullok` then `auth required
 pam_permit.so`, so a "not enrolled" (PAM_IGNORE) would show as a success. The assertions
@@ -291,6 +292,46 @@ def test_cached_mode_an_impostor_on_the_database_port_denies_and_the_cache_is_no
     assert re.search(r"certificate|TLS|SSL", res.log_text(), re.I), res.log_text()
     # Nobody on the port now: the database is down, the cache decides, and the code the
     # impostor phase never consumed works.
+    ok = a.conv("alice", [code])
+    assert ok.pam_rc == PAM_SUCCESS, explain(ok)
+
+
+# The server proves who it is (the real certificate and key, or the real server), then
+# fails: authentication, protocol or schema. A connection was made: deny, never the cache.
+PROVEN_BUT_FAILING = {
+    "the real server, wrong password": r"password|authenticat",
+    "real certificate, SASL final before continue": r"SCRAM|SASL|authenticat|protocol|server",
+    "real certificate, schema version 99": r"schema",
+}
+
+
+@pytest.mark.parametrize("case", list(PROVEN_BUT_FAILING))
+def test_cached_mode_a_server_that_fails_after_connecting_denies_and_the_cache_is_not_used(fleet, db, case):
+    a, alice = _cached_host(fleet)
+    before = _cache_bytes(a)
+    code = oathtool_totp(alice["secret"])
+    imp = None
+    if case == "the real server, wrong password":
+        a.pgpass.write_text("not-the-password\n")
+    else:
+        db.stop()
+        imp = Impostor(tls=(db.server_cert, db.server_key), user="alice", record=None, port=db.port,
+                       auth="sasl-final-first" if "SASL" in case else "ok",
+                       schema_version=99, io_timeout=3, lifetime=30)
+    try:
+        res = a.conv("alice", [code])
+    finally:
+        if imp:
+            imp.close()
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL, explain(res, imp)
+    assert _cache_bytes(a) == before, "the offline cache was used or changed"
+    assert re.search(PROVEN_BUT_FAILING[case], res.log_text(), re.I), res.log_text()
+    if imp:
+        assert imp.tls_negotiated, imp.summary()
+        assert not imp.passwords and not imp.saw(PASSWORD), imp.summary()
+    # The database down, nobody on the port: now the cache decides, and the code works.
+    db.write_password_file(a.pgpass)
+    db.stop()
     ok = a.conv("alice", [code])
     assert ok.pam_rc == PAM_SUCCESS, explain(ok)
 
