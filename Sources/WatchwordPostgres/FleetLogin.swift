@@ -74,8 +74,10 @@ public struct FleetLogin {
         let flow = LoginFlow(config: config, store: db, smsGateway: smsGateway)
         let outcome = flow.run(request, conversation: &conversation)
 
-        // Bring this host's cache up to date with what the database holds now.
-        if let cache, let user = try? UserName(request.user) {
+        // Bring this host's cache up to date with what the database holds now. Not after a
+        // login the database could not serve (a schema of another version, a broken
+        // connection): it said nothing about the record, so the cache stays as it was.
+        if let cache, outcome != .unavailable, let user = try? UserName(request.user) {
             do {
                 if try cache.fleetRecoveryKey() == nil, let key = try db.recoveryKey(create: false) {
                     try cache.saveFleetRecoveryKey(key)
