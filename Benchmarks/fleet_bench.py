@@ -43,7 +43,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "Tests" / "integration"))
 
-from pam_bench import MODULE, SECRET_B32, build_dir, pamtester_login, pct, summary, totp  # noqa: E402
+from pam_bench import MODULE, SECRET_B32, bench_root, build_dir, pamtester_login, pct, summary, totp  # noqa: E402
 from pgserver import PgServer  # noqa: E402
 
 
@@ -290,12 +290,7 @@ def main() -> None:
     pooler = None
     try:
         pg.start()
-        # Not under /tmp: the module refuses a helper below a directory others can write to.
-        root = Path("/var/lib/watchword-bench")
-        root.mkdir(mode=0o755, exist_ok=True)
-        os.chown(root, 0, 0)
-        os.chmod(root, 0o755)
-        with tempfile.TemporaryDirectory(prefix="ww-fleet-bench-", dir=root) as tmp:
+        with tempfile.TemporaryDirectory(prefix="ww-fleet-bench-", dir=bench_root()) as tmp:
             if shutil.which("pgbouncer"):
                 pooler = PgBouncer(Path(tmp), pg)
             else:

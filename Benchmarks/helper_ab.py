@@ -41,7 +41,7 @@ def main() -> None:
         helper, _, module = spec.partition("@")
         contenders[name] = (Path(helper), Path(module) if module else pam_bench.MODULE)
     users = n * (len(contenders) + 2) + 2
-    with tempfile.TemporaryDirectory(prefix="ww-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ww-ab-", dir=pam_bench.bench_root()) as tmp:
         s = pam_bench.Setup(Path(tmp), users, pam_bench.build_dir())
         for name, (helper, module) in contenders.items():
             copy = s.helper.parent / f"helper-{name}"
@@ -83,7 +83,7 @@ def sock_login(s: pam_bench.Setup, helper: Path, user: str, code: str) -> float:
     p = subprocess.Popen([helper, "--pam"], stdin=b, stdout=b, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
     b.close()
     a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \ntty \n"
-               f"state_dir {s.state}\nconfig {s.config}\ndebug 0\nend\n").encode())
+               f"state_dir {s.state}\nconfig {s.config}\nconfig_required 0\ndebug 0\nend\n").encode())
     buf = b""
     while True:
         data = a.recv(4096)

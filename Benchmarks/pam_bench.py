@@ -99,6 +99,17 @@ def summary(ms: list[float]) -> dict:
             "min_ms": round(min(ms), 3)}
 
 
+def bench_root() -> Path:
+    """A root-owned 0755 directory for the benchmarks' files: the module runs a helper only
+    if every directory above it is root's and not writable by group or other, so not
+    under /tmp."""
+    root = Path("/var/lib/watchword-bench")
+    root.mkdir(mode=0o755, exist_ok=True)
+    os.chown(root, 0, 0)
+    os.chmod(root, 0o755)
+    return root
+
+
 class Setup:
     """Private files for every contender: N users each, all with the same secret."""
 
@@ -232,7 +243,7 @@ a, b = socket.socketpair()
 t = time.perf_counter()
 p = subprocess.Popen([helper, "--pam"], stdin=b, stdout=b, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
 b.close()
-a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \ntty \nstate_dir {state}\nconfig {config}\ndebug 0\nend\n").encode())
+a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \ntty \nstate_dir {state}\nconfig {config}\nconfig_required 0\ndebug 0\nend\n").encode())
 buf = b""
 while True:
     data = a.recv(4096)
@@ -325,7 +336,7 @@ def main() -> None:
     levels = [8, 32] if args.quick else [8, 32, 128]
     per_level = 64 if args.quick else 256
     users = max(n * 2 + 2, sum([per_level] * len(levels)) + 2, 600)
-    with tempfile.TemporaryDirectory(prefix="ww-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ww-bench-", dir=bench_root()) as tmp:
         s = Setup(Path(tmp), users, build)
         extra: list[str] = []
         if args.baseline:
