@@ -238,7 +238,7 @@ def run_pamtesters_together(service_dir: Path, jobs: Sequence[tuple[str, str, st
                 # Ended before any code was asked for, so none was checked: starting it again
                 # counts nothing twice. Only for pam_wrapper's races over its /tmp/pam.X
                 # copies (which other test runs on the machine share).
-                if not (_pam_wrapper_failed(text) or "Failed to create pam_wrapper config dir" in text):
+                if not _pam_wrapper_failed(text):
                     raise AssertionError(f"client {i} ended before the prompt:\n{text}")
                 start(i)
         waiting = {i for i in waiting if prompt.encode() not in outs[i][1]}
@@ -282,6 +282,14 @@ def _wrapper_setup_failed(output: str) -> bool:
             or "Critical error - immediate abort" in output)
 
 
+def _pam_client_wrapper_failed(stdout: str, stderr: str) -> bool:
+    """pam_client's sign of pam_wrapper's race (see _pam_wrapper_failed): libpam aborts
+    (PAM_ABORT, 26) or finds no modules before any module runs; pam_watchword.so, which
+    always logs a result line, has then logged nothing, so running the client again is safe."""
+    output = stdout + stderr
+    return not _module_ran(output) and (_wrapper_setup_failed(output) or '"rc": 26,' in stdout)
+
+
 def run_pam_client(service_dir: Path, service: str, user: str,
                    responses: Sequence, *, flags: int = 0,
                    items: Mapping[str, str] | None = None,
@@ -297,11 +305,7 @@ def run_pam_client(service_dir: Path, service: str, user: str,
         proc = subprocess.run(argv, capture_output=True, text=True,
                               env=pam_env(service_dir, env_extra), timeout=timeout,
                               stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
-        output = proc.stdout + proc.stderr
-        # pam_wrapper's race (see _pam_wrapper_failed): libpam aborts (PAM_ABORT, 26) or
-        # finds no modules before any module runs; pam_watchword.so, which always logs a
-        # result line, has then logged nothing.
-        if _module_ran(output) or not (_wrapper_setup_failed(output) or '"rc": 26,' in proc.stdout):
+        if not _pam_client_wrapper_failed(proc.stdout, proc.stderr):
             break
     run = PamRun(proc.returncode, proc.stdout, proc.stderr,
                  time.monotonic() - start)
@@ -337,9 +341,7 @@ def run_pam_clients_at_once(service_dir: Path, services: Sequence[str], user: st
         for i, p in enumerate(procs):
             if p.poll() is not None:
                 out, err = p.communicate()
-                # pam_wrapper's copy of the service directory can race (see
-                # _pam_wrapper_failed): the module never ran, nothing was said; start again.
-                if '"messages": []' in out or not out.strip():
+                if _pam_client_wrapper_failed(out, err):
                     procs[i] = start(services[i])
                 else:
                     raise AssertionError(f"a login ended before all were at the prompt:\n{out}{err}")
