@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pexpect
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pam_bench import bench_root  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Tests" / "integration"))
 from sms_standins import TwilioStandIn  # noqa: E402
@@ -38,12 +41,7 @@ class SlowTwilio(TwilioStandIn):
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    # Not under /tmp: the module runs a helper only if every directory above it is root's
-    # and not writable by group or other.
-    root = Path("/var/lib/watchword-bench")
-    root.mkdir(mode=0o755, exist_ok=True)
-    os.chmod(root, 0o755)
-    base = Path(tempfile.mkdtemp(prefix="ww-smsbench-", dir=root))
+    base = Path(tempfile.mkdtemp(prefix="ww-smsbench-", dir=bench_root()))
     os.chmod(base, 0o700)
     libexec = base / "libexec"
     libexec.mkdir()
