@@ -556,13 +556,15 @@ def test_default_helper_path_is_used(run_pam, tmp_path):
     Whatever this machine has installed there, the test sees an empty directory (a private
     mount namespace), so the module must say it cannot find the helper at that path."""
     default = Path("/usr/local/libexec/watchword/watchword-helper")
-    enter = None
-    missing = next(p for p in [*reversed(default.parents), default] if not p.exists())
     if default.parent.exists():
+        # Installed here (or by an earlier test): hide it behind an empty directory.
         empty = tmp_path / "empty"
         empty.mkdir(mode=0o755)
         enter = private_mounts(binds={str(default.parent): empty})
         missing = default
+    else:
+        enter = None
+        missing = next(p for p in [*reversed(default.parents), default] if not p.exists())
     res = run_pam("", "alice", CODE + "\n", preexec_fn=enter)
     assert_denied(res, MSG_UNAVAIL, f"cannot open {missing}: No such file or directory")
 
