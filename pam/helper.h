@@ -12,12 +12,9 @@
 /* The outcome the helper reported, checked against its exit status. */
 enum ww_outcome {
     WW_OUTCOME_NONE = 0, /* no valid result: the run failed, deny */
-    WW_OUTCOME_SUCCESS,
-    WW_OUTCOME_AUTH_ERR,
-    WW_OUTCOME_NOT_ENROLLED,
-    WW_OUTCOME_MAXTRIES,
-    WW_OUTCOME_UNAVAILABLE,
-    WW_OUTCOME_CONV_ERR,
+#define WW_OUTCOME(word, status, pam, pam_nullok) WW_OUTCOME_##word,
+#include "outcomes.def"
+#undef WW_OUTCOME
 };
 
 /* What the header tells the helper about this login. */
@@ -39,7 +36,10 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
                               const struct ww_login *login,
                               const char **reason);
 
-/* The protocol word for an outcome ("success", ...; "none" for NONE). */
+/* The protocol word for an outcome ("success", ...; "error" for NONE). */
 const char *ww_outcome_name(enum ww_outcome outcome);
+
+/* The PAM result for an outcome (outcomes.def; NONE: PAM_AUTHINFO_UNAVAIL). */
+int ww_outcome_pam(enum ww_outcome outcome, int nullok);
 
 #endif

@@ -8,38 +8,19 @@
 #include "util.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 
 #include <security/pam_ext.h>
 
-/* An absolute path of at most PATH_MAX-1 bytes with no control bytes. */
-static int valid_path(const char *value) {
-    size_t len = strnlen(value, PATH_MAX);
-
-    if (len == 0 || len >= PATH_MAX || value[0] != '/')
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        if (ww_is_control((unsigned char)value[i]))
-            return 0;
-    }
-    return 1;
-}
-
 /* Decimal digits only, no sign, no white space, within the allowed range. */
 static int parse_timeout(const char *value, unsigned int *out) {
-    unsigned long n = 0;
+    size_t digits = strspn(value, "0123456789");
+    unsigned long n = digits < 10 ? strtoul(value, NULL, 10) : 0;
 
-    if (*value == '\0')
-        return -1;
-    for (const char *p = value; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        n = n * 10 + (unsigned long)(*p - '0');
-        if (n > WW_MAX_TIMEOUT)
-            return -1;
-    }
-    if (n < WW_MIN_TIMEOUT)
+    if (digits == 0 || value[digits] != '\0' || n < WW_MIN_TIMEOUT ||
+        n > WW_MAX_TIMEOUT)
         return -1;
     *out = (unsigned int)n;
     return 0;
@@ -49,72 +30,52 @@ static int parse_timeout(const char *value, unsigned int *out) {
 static const char *option_value(const char *arg, const char *name) {
     size_t len = strlen(name);
 
-    if (strncmp(arg, name, len) == 0 && arg[len] == '=')
-        return arg + len + 1;
-    return NULL;
+    return strncmp(arg, name, len) == 0 && arg[len] == '=' ? arg + len + 1
+                                                           : NULL;
 }
 
 int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
                      struct ww_options *opts) {
-    const char *value;
+    static const char *const path_names[] = {"helper", "state_dir", "config"};
+    const char **paths[] = {&opts->helper, &opts->state_dir, &opts->config};
     int ok = 1;
 
-    opts->nullok = 0;
-    opts->debug = 0;
-    opts->timeout = WW_DEFAULT_TIMEOUT;
-    opts->helper = WW_DEFAULT_HELPER;
-    opts->state_dir = WW_DEFAULT_STATE_DIR;
-    opts->config = WW_DEFAULT_CONFIG;
-    opts->config_named = 0;
-
+    *opts = (struct ww_options){.timeout = WW_DEFAULT_TIMEOUT,
+                                .helper = WW_DEFAULT_HELPER,
+                                .state_dir = WW_DEFAULT_STATE_DIR,
+                                .config = WW_DEFAULT_CONFIG};
     for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
+        const char *arg = argv[i] != NULL ? argv[i] : "", *value = NULL;
+        char shown[64];
+        size_t k;
 
-        if (arg == NULL) {
-            ok = 0;
-        } else if (strcmp(arg, "nullok") == 0) {
+        for (k = 0; k < 3; k++) {
+            if ((value = option_value(arg, path_names[k])) != NULL)
+                break;
+        }
+        if (strcmp(arg, "nullok") == 0) {
             opts->nullok = 1;
         } else if (strcmp(arg, "debug") == 0) {
             opts->debug = 1;
-        } else if ((value = option_value(arg, "timeout")) != NULL) {
-            if (parse_timeout(value, &opts->timeout) != 0) {
-                char shown[32];
-
-                ww_sanitize(shown, sizeof(shown), value);
+        } else if (strncmp(arg, "timeout=", 8) == 0) {
+            if (parse_timeout(arg + 8, &opts->timeout) != 0) {
+                ww_sanitize(shown, sizeof(shown), arg + 8);
                 pam_syslog(pamh, LOG_ERR,
                            "invalid option timeout=%s: must be %d to %d "
                            "seconds",
                            shown, WW_MIN_TIMEOUT, WW_MAX_TIMEOUT);
                 ok = 0;
             }
-        } else if ((value = option_value(arg, "helper")) != NULL) {
-            if (!valid_path(value)) {
-                pam_syslog(pamh, LOG_ERR,
-                           "invalid option helper=: not an absolute path");
-                ok = 0;
-            } else {
-                opts->helper = value;
-            }
-        } else if ((value = option_value(arg, "state_dir")) != NULL) {
-            if (!valid_path(value)) {
-                pam_syslog(pamh, LOG_ERR,
-                           "invalid option state_dir=: not an absolute path");
-                ok = 0;
-            } else {
-                opts->state_dir = value;
-            }
-        } else if ((value = option_value(arg, "config")) != NULL) {
-            if (!valid_path(value)) {
-                pam_syslog(pamh, LOG_ERR,
-                           "invalid option config=: not an absolute path");
-                ok = 0;
-            } else {
-                opts->config = value;
-                opts->config_named = 1;
-            }
+        } else if (value != NULL && value[0] == '/' &&
+                   ww_clean(value, PATH_MAX - 1)) {
+            *paths[k] = value; /* an absolute path, no control bytes */
+            opts->config_named |= paths[k] == &opts->config;
+        } else if (value != NULL) {
+            pam_syslog(pamh, LOG_ERR,
+                       "invalid option %s=: not an absolute path",
+                       path_names[k]);
+            ok = 0;
         } else {
-            char shown[64];
-
             ww_sanitize(shown, sizeof(shown), arg);
             pam_syslog(pamh, LOG_ERR, "unknown option \"%s\"", shown);
             ok = 0;

@@ -3,6 +3,18 @@
  */
 #include "util.h"
 
+#include <string.h>
+
+int ww_clean(const char *s, size_t max) {
+    size_t len = strnlen(s, max + 1);
+
+    for (size_t i = 0; i < len; i++) {
+        if (ww_is_control((unsigned char)s[i]))
+            return 0;
+    }
+    return len > 0 && len <= max;
+}
+
 void ww_sanitize(char *dst, size_t dstlen, const char *src) {
     size_t i = 0;
 

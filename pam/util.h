@@ -20,6 +20,9 @@ static inline int ww_is_loggable(unsigned char c) {
     return c > 0x20 && c < 0x7f;
 }
 
+/* 1 if s is 1 to max bytes long and holds no control byte, else 0. */
+int ww_clean(const char *s, size_t max);
+
 /*
  * Copy src (NULL counts as "") into dst of size dstlen (> 0), replacing
  * every byte that is not ww_is_loggable by '?' and truncating to dstlen-1

@@ -3,9 +3,8 @@
  * (docs/helper-protocol.md): everything pam_watchword.so does with the bytes
  * a helper writes. The module's own pam/helper.c is compiled into this file
  * unchanged, so the static functions under test are the shipped ones: talk()
- * (read_line's buffering and limits, the message dispatch, relay_prompt's
- * answers, relay_log, parse_result's nonce and outcome checks) and
- * verify_exit().
+ * (read_line's limits, the message dispatch, relay_prompt's answers,
+ * relay_log, parse_result's nonce and outcome checks) and verify_exit().
  *
  * Input: byte 0 picks the run's setting (PAM_SILENT, the debug option, how
  * the conversation answers prompts); the rest is what the helper sends,
@@ -14,12 +13,14 @@
  * nothing ever waits. The helper process is not run: the exit status that
  * verify_exit() checks is the one the reported outcome calls for.
  *
- * libpam is not linked: pam_syslog, pam_get_item and pam_strerror are the
- * small stand-ins below, which also check what the module passes to them.
+ * libpam is not linked: pam_syslog and pam_prompt are the small stand-ins
+ * below, which also check what the module passes to them. pam_prompt
+ * behaves as libpam's: a failed conversation may still hand back a response.
  */
 #include "../../pam/helper.c"
 
 #include <assert.h>
+#include <stdint.h>
 
 /* The nonce of every fuzzed run; the seeds' result lines carry it. */
 static const char fuzz_nonce[] = "00112233445566778899aabbccddeeff";
@@ -40,74 +41,52 @@ void pam_syslog(const pam_handle_t *pamh, int priority, const char *fmt, ...) {
     va_end(ap);
 }
 
-const char *pam_strerror(pam_handle_t *pamh, int errnum) {
+/* The conversation, as libpam's pam_prompt (pam_vprompt.c) runs it. */
+int pam_prompt(pam_handle_t *pamh, int style, char **response,
+               const char *fmt, ...) {
+    char *text;
+    va_list ap;
+    int rc = PAM_SUCCESS;
+
     (void)pamh;
-    return errnum == PAM_SUCCESS ? "Success" : "Conversation error";
-}
-
-static char *dup_string(const char *s) {
-    size_t n = strlen(s);
-    char *p = malloc(n + 1);
-
-    if (p != NULL)
-        memcpy(p, s, n + 1);
-    return p;
-}
-
-static int fuzz_conv(int n, const struct pam_message **msg,
-                     struct pam_response **resp, void *appdata) {
-    struct pam_response *r;
-    const char *text;
-    size_t len;
-
-    (void)appdata;
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        abort();
+    va_end(ap);
     /* One message at a time, with text from a single protocol line. */
-    assert(n == 1);
-    text = msg[0]->msg;
-    len = strlen(text);
-    assert(len < WW_MAX_LINE);
-    assert(memchr(text, '\n', len) == NULL);
-
-    *resp = NULL;
-    if (msg[0]->msg_style != PAM_PROMPT_ECHO_OFF) {
-        assert(msg[0]->msg_style == PAM_TEXT_INFO ||
-               msg[0]->msg_style == PAM_ERROR_MSG);
+    assert(strlen(text) < WW_MAX_LINE && strchr(text, '\n') == NULL);
+    free(text);
+    if (response != NULL)
+        *response = NULL;
+    if (style != PAM_PROMPT_ECHO_OFF) {
+        assert(style == PAM_TEXT_INFO || style == PAM_ERROR_MSG);
+        assert(response == NULL);
         return PAM_SUCCESS;
     }
+    assert(response != NULL);
     n_prompts++;
     switch (conv_mode) {
     case 1:
         return PAM_CONV_ERR;
     case 2: /* success without a response */
         return PAM_SUCCESS;
+    case 3: /* one byte longer than the module may forward */
+        *response = malloc(WW_MAX_ANSWER + 2);
+        if (*response == NULL)
+            abort();
+        memset(*response, '7', WW_MAX_ANSWER + 1);
+        (*response)[WW_MAX_ANSWER + 1] = '\0';
+        return PAM_SUCCESS;
+    case 5: /* failed, yet with a response the module must wipe and free */
+        rc = PAM_CONV_ERR;
+        break;
     default:
         break;
     }
-    r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return PAM_BUF_ERR;
-    if (conv_mode == 3) {
-        /* One byte longer than the module may forward. */
-        r->resp = malloc(WW_MAX_ANSWER + 2);
-        if (r->resp != NULL) {
-            memset(r->resp, '7', WW_MAX_ANSWER + 1);
-            r->resp[WW_MAX_ANSWER + 1] = '\0';
-        }
-    } else {
-        r->resp = dup_string(conv_mode == 4 ? "" : "123456");
-    }
-    *resp = r;
-    return PAM_SUCCESS;
-}
-
-static const struct pam_conv conversation = {fuzz_conv, NULL};
-
-int pam_get_item(const pam_handle_t *pamh, int item_type, const void **item) {
-    (void)pamh;
-    if (item_type != PAM_CONV)
-        return PAM_BAD_ITEM;
-    *item = &conversation;
-    return PAM_SUCCESS;
+    *response = strdup(conv_mode == 4 ? "" : "123456");
+    if (*response == NULL)
+        abort();
+    return rc;
 }
 
 /* ---- the target ------------------------------------------------------ */
@@ -133,7 +112,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     };
     struct ww_login login = {"alice", "sshd", "203.0.113.7", "ssh"};
     enum ww_outcome reported = WW_OUTCOME_NONE, verified;
-    unsigned int messages = 0;
     struct run r;
     char *header;
     size_t header_len = 0, sent = 0;
@@ -143,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
     opts.debug = (data[0] & 0x01) != 0;
-    conv_mode = (data[0] >> 2) % 5;
+    conv_mode = (data[0] >> 2) % 6;
     n_prompts = 0;
 
     memset(&r, 0, sizeof(r));
@@ -151,13 +129,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     r.flags = (data[0] & 0x02) != 0 ? PAM_SILENT : 0;
     r.opts = &opts;
     r.fd = -1;
-    r.pid = -1; /* no process: kill_and_reap() does nothing */
-    memcpy(r.nonce, fuzz_nonce, sizeof(r.nonce));
+    r.pid = -1; /* no process */
+    r.status = -1;
     data++;
     size--;
 
     header = build_header(&r, &login, &header_len);
     assert(header != NULL);
+    memcpy(r.nonce, fuzz_nonce, sizeof(r.nonce)); /* the seeds' nonce */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         abort();
     (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
@@ -173,31 +152,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     (void)shutdown(sv[1], SHUT_WR);
     r.fd = sv[0];
 
-    (void)talk(&r, header, header_len, &reported, &messages);
+    (void)talk(&r, header, header_len, &reported);
     drain(sv[1]);
 
-    /* As await_exit() once the helper has exited: nothing may follow the result line. */
-    if (reported != WW_OUTCOME_NONE &&
-        (r.len > 0 || recv(r.fd, &extra, 1, MSG_DONTWAIT) > 0))
-        fail(&r, "helper sent data after its result");
+    /* As ww_run_helper once the helper has exited: nothing may follow the result. */
+    if (reported != WW_OUTCOME_NONE && recv(r.fd, &extra, 1, MSG_DONTWAIT) > 0)
+        fail(&r, NULL, "helper sent data after its result");
     /* The helper exits with the status its outcome calls for. */
-    if (reported != WW_OUTCOME_NONE) {
-        r.status_known = 1;
-        r.status = expected_status(reported) << 8; /* as WIFEXITED */
-        r.reaped = 1;
-    }
-    verified = verify_exit(&r, reported, messages);
+    if (reported != WW_OUTCOME_NONE)
+        r.status = outcomes[reported].exit_status << 8; /* as WIFEXITED */
+    verified = verify_exit(&r, reported);
 
 #ifdef FUZZ_TRACE /* -DFUZZ_TRACE: say what each input led to, for reading a crash */
     fprintf(stderr, "messages %u, prompts %u, reported %s, verified %s, reason %s\n",
-            messages, n_prompts, ww_outcome_name(reported), ww_outcome_name(verified),
+            r.messages, n_prompts, ww_outcome_name(reported), ww_outcome_name(verified),
             r.reason != NULL ? r.reason : "none");
 #endif
     /* What the module may conclude from the bytes. */
-    assert(messages <= WW_MAX_MESSAGES + 1);
+    assert(r.messages <= WW_MAX_MESSAGES + 1);
     assert(n_prompts <= WW_MAX_MESSAGES);
     assert((verified == WW_OUTCOME_NONE) == (r.reason != NULL || reported == WW_OUTCOME_NONE));
-    if (verified == WW_OUTCOME_SUCCESS) {
+    if (verified == WW_OUTCOME_success) {
         static const char line[] = "result 00112233445566778899aabbccddeeff success\n";
         /* Granted only for this run's nonce, as the last thing sent. */
         assert(sent >= sizeof(line) - 1);
