@@ -19,7 +19,7 @@ export SWIFT_BACKTRACE=enable=no
 swift build --quiet -c release --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer \
     -Xswiftc -profile-generate -Xswiftc -profile-coverage-mapping
 "$clang" -g -O1 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping -fuse-ld=lld \
-    -o "$scratch/fuzz-module-protocol" ModuleProtocol/fuzz_module_protocol.c ../pam/util.c
+    -o "$scratch/fuzz-module-protocol" ModuleProtocol/fuzz_module_protocol.c
 bin="$(swift build -c release --scratch-path "$scratch" --show-bin-path)"
 
 # name, binary, files reported

@@ -44,7 +44,7 @@ start=$SECONDS
 swift build --quiet -c release --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address
 # The PAM module's protocol code, compiled from pam/helper.c as shipped.
 "$clang" -g -O1 -fsanitize=fuzzer,address -fuse-ld=lld -Wall -Wextra \
-    -o "$scratch/fuzz-module-protocol" ModuleProtocol/fuzz_module_protocol.c ../pam/util.c
+    -o "$scratch/fuzz-module-protocol" ModuleProtocol/fuzz_module_protocol.c
 echo "fuzz: built in $((SECONDS - start)) s"
 
 bin="$(swift build -c release --scratch-path "$scratch" --show-bin-path)"

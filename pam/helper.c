@@ -2,11 +2,10 @@
  * Running the watchword helper and relaying protocol version 1 for it; the
  * contract, and why each step is there, is docs/helper-protocol.md. As in
  * pam_exec, one function runs the helper and libpam holds the conversation
- * (pam_prompt). What makes the run safe is written here: the helper opened
+ * (pam_prompt). Written here, as they are why it is safe: the helper opened
  * from "/" without following links and run from that descriptor, a child
  * that starts from nothing, a deadline on every stretch in which the helper
- * must act, a nonce only this run's helper knows, an outcome that counts
- * only with its exit status.
+ * must act, a nonce, an outcome that counts only with its exit status.
  */
 #define _GNU_SOURCE /* close_range, explicit_bzero, open_memstream */
 #include "helper.h"
@@ -66,12 +65,10 @@ static const struct {
 #undef WW_OUTCOME
 };
 
-const char *ww_outcome_name(enum ww_outcome outcome) {
-    return outcomes[outcome].word;
-}
+const char *ww_outcome_name(enum ww_outcome o) { return outcomes[o].word; }
 
-int ww_outcome_pam(enum ww_outcome outcome, int nullok) {
-    return nullok ? outcomes[outcome].pam_nullok : outcomes[outcome].pam;
+int ww_outcome_pam(enum ww_outcome o, int nullok) {
+    return nullok ? outcomes[o].pam_nullok : outcomes[o].pam;
 }
 
 /* Record the first failure and log it (after errno's text for call). */
@@ -133,7 +130,7 @@ static const char *open_helper(pam_handle_t *pamh, const char *path,
     char *name = buf + 1; /* the next component; NULL once fd is the helper */
     int shown = 1;        /* path[0..shown) is what fd refers to */
     const char *bad = NULL;
-    int fd, next, saved_errno;
+    int fd, dir;
 
     if (strlen(path) >= sizeof(buf)) /* options.c refuses it already */
         return "helper path is too long";
@@ -159,11 +156,9 @@ static const char *open_helper(pam_handle_t *pamh, const char *path,
             bad = "helper path has an empty, . or .. component";
             break;
         }
-        next = openat(fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        saved_errno = errno;
-        (void)close(fd);
-        errno = saved_errno;
-        fd = next;
+        dir = fd;
+        fd = openat(dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        (void)close(dir); /* O_PATH: cannot fail, so errno stays openat's */
         name = slash != NULL ? slash + 1 : NULL;
     }
     if (bad != NULL && fd >= 0)
@@ -195,8 +190,10 @@ static char *build_header(struct run *r, const struct ww_login *login,
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(r->nonce + 2 * i, 3, "%02x", raw[i]);
     explicit_bzero(raw, sizeof(raw));
-    if ((f = open_memstream(&text, len)) == NULL)
+    if ((f = open_memstream(&text, len)) == NULL) {
+        fail(r, "open_memstream", "out of memory");
         return NULL;
+    }
     fprintf(f, "WATCHWORD 1\nnonce %s\n", r->nonce);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         fprintf(f, "%s ", keys[i]);
@@ -207,59 +204,51 @@ static char *build_header(struct run *r, const struct ww_login *login,
     fprintf(f, "config_required %d\ndebug %d\ntimeout %u\nend\n",
             r->opts->config_named != 0, r->opts->debug != 0,
             r->opts->timeout);
-    n = ferror(f); /* out of memory */
+    n = ferror(f); /* a write found no memory */
     if (fclose(f) != 0 || n != 0) {
         free(text);
+        fail(r, NULL, "out of memory");
         return NULL;
     }
     return text;
 }
 
 /*
- * The helper's limits, whatever the caller had. Where root may not raise a
- * hard limit (no CAP_SYS_RESOURCE) it caps the soft one, except for the
- * exact ones: CPU time and file size would kill the helper while it writes
- * state (`ulimit -f` before su), so then the helper does not run.
+ * The helper's limits, whatever the caller had: none, except these (the
+ * kernel's defaults, and no core dumps: it holds secrets). Where root may
+ * not raise a hard limit (no CAP_SYS_RESOURCE) that caps the soft one, but
+ * not for CPU time or file size: their signals would kill the helper while
+ * it writes state (`ulimit -f` before su), so then the helper does not run.
  */
-#define WW_NONE RLIM_INFINITY
 static const struct {
     int resource;
     rlim_t cur, max;
-    int exact;
 } helper_limits[] = {
-    {RLIMIT_CPU, WW_NONE, WW_NONE, 1},
-    {RLIMIT_FSIZE, WW_NONE, WW_NONE, 1},
-    {RLIMIT_DATA, WW_NONE, WW_NONE, 0},
-    {RLIMIT_STACK, 8 << 20, WW_NONE, 0},
-    {RLIMIT_CORE, 0, 0, 1}, /* it holds secrets */
-    {RLIMIT_RSS, WW_NONE, WW_NONE, 0},
-    {RLIMIT_NPROC, WW_NONE, WW_NONE, 0},
-    {RLIMIT_NOFILE, 1024, 4096, 0},
-    {RLIMIT_MEMLOCK, 8 << 20, 8 << 20, 0},
-    {RLIMIT_AS, WW_NONE, WW_NONE, 0},
-    {RLIMIT_LOCKS, WW_NONE, WW_NONE, 0},
-    {RLIMIT_SIGPENDING, WW_NONE, WW_NONE, 0},
-    {RLIMIT_MSGQUEUE, 819200, 819200, 0},
-    {RLIMIT_NICE, 0, 0, 0},
-    {RLIMIT_RTPRIO, 0, 0, 0},
-    {RLIMIT_RTTIME, WW_NONE, WW_NONE, 0},
+    {RLIMIT_STACK, 8 << 20, RLIM_INFINITY}, {RLIMIT_CORE, 0, 0},
+    {RLIMIT_NOFILE, 1024, 4096},            {RLIMIT_MEMLOCK, 8 << 20, 8 << 20},
+    {RLIMIT_MSGQUEUE, 819200, 819200},      {RLIMIT_NICE, 0, 0},
+    {RLIMIT_RTPRIO, 0, 0},
 };
 
 static int set_limits(void) {
-    for (size_t i = 0; i < sizeof(helper_limits) / sizeof(helper_limits[0]);
-         i++) {
-        struct rlimit want = {helper_limits[i].cur, helper_limits[i].max};
-        struct rlimit old;
+    for (int res = 0; res < RLIMIT_NLIMITS; res++) {
+        struct rlimit want = {RLIM_INFINITY, RLIM_INFINITY}, old;
 
-        if (setrlimit(helper_limits[i].resource, &want) == 0)
+        for (size_t i = 0; i < sizeof(helper_limits) / sizeof(*helper_limits);
+             i++) {
+            if (helper_limits[i].resource == res)
+                want = (struct rlimit){helper_limits[i].cur,
+                                       helper_limits[i].max};
+        }
+        if (setrlimit(res, &want) == 0)
             continue;
-        if (helper_limits[i].exact ||
-            getrlimit(helper_limits[i].resource, &old) != 0)
+        if (res == RLIMIT_CPU || res == RLIMIT_FSIZE || res == RLIMIT_CORE ||
+            getrlimit(res, &old) != 0)
             return -1;
         want.rlim_cur = want.rlim_cur < old.rlim_max ? want.rlim_cur
                                                      : old.rlim_max;
         want.rlim_max = old.rlim_max;
-        if (setrlimit(helper_limits[i].resource, &want) != 0)
+        if (setrlimit(res, &want) != 0)
             return -1;
     }
     return 0;
@@ -513,6 +502,7 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
     char *header = NULL, extra;
     size_t header_len = 0;
     int sv[2] = {-1, -1}, exe = -1, fork_errno, rc;
+    int *fds[] = {&sv[0], &sv[1], &exe, &pidfd.fd}; /* closed at the end */
 
     /* As in pam_exec: no SIGCHLD handler of the caller reaps the helper. */
     if (sigaction(SIGCHLD, &dfl, &old_chld) != 0) {
@@ -520,18 +510,13 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
         *reason = r.reason;
         return WW_OUTCOME_NONE;
     }
-    if ((bad = open_helper(pamh, opts->helper, &exe)) != NULL) {
+    if ((bad = open_helper(pamh, opts->helper, &exe)) != NULL)
         fail(&r, NULL, bad);
-        goto done;
-    }
-    if ((header = build_header(&r, login, &header_len)) == NULL) {
-        fail(&r, NULL, "out of memory");
-        goto done;
-    }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    else if ((header = build_header(&r, login, &header_len)) != NULL &&
+             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         fail(&r, "socketpair", "cannot create a socket pair");
+    if (r.reason != NULL)
         goto done;
-    }
     sigfillset(&all); /* no handler of the caller's runs in the child */
     (void)pthread_sigmask(SIG_SETMASK, &all, &old_mask);
     if ((r.pid = fork()) == 0)
@@ -581,14 +566,10 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
 
 done:
     (void)sigaction(SIGCHLD, &old_chld, NULL);
-    if (sv[0] >= 0)
-        (void)close(sv[0]);
-    if (sv[1] >= 0)
-        (void)close(sv[1]);
-    if (exe >= 0)
-        (void)close(exe);
-    if (pidfd.fd >= 0)
-        (void)close(pidfd.fd);
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            (void)close(*fds[i]);
+    }
     free(header);
     *reason = r.reason;
     return verified;
