@@ -92,8 +92,8 @@ def test_watchword_8_names_every_command_and_option():
 
 def test_pam_watchword_8_names_every_module_option_and_result():
     text = roff_text("pam_watchword.8")
-    source = (REPO_ROOT / "pam" / "options.c").read_text()
-    options = set(re.findall(r'option_value\(arg, "(\w+)"\)', source))
+    source = (REPO_ROOT / "pam" / "pam_watchword.c").read_text()
+    options = set(re.findall(r'"(\w+)="', source))  # "helper=", strncmp(arg, "timeout=", 8)
     options |= set(re.findall(r'strcmp\(arg, "(\w+)"\) == 0', source))
     assert options >= {"nullok", "debug", "timeout", "state_dir", "config", "helper"}
     for option in options:
