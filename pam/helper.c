@@ -363,8 +363,8 @@ static int relay_prompt(struct run *r, const char *text) {
     else
         snprintf(head, sizeof(head), "answer %zu\n", len);
     rc = send_all(r, head, strlen(head));
-    if (rc == IO_OK && strncmp(head, "answer ", 7) == 0)
-        rc = send_all(r, resp, len);
+    if (rc == IO_OK && strncmp(head, "answer ", 7) == 0 && len > 0)
+        rc = send_all(r, resp, len); /* nothing to send for "answer 0" */
     if (resp != NULL)
         explicit_bzero(resp, len); /* also after a failed conversation */
     free(resp);
