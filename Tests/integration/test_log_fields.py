@@ -24,7 +24,8 @@ import pytest
 from conftest import PAM_AUTH_ERR, PAM_IGNORE
 from ww import Watchword, oathtool_totp, fresh_totp as fresh_code, wrong_of
 
-FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason"]
+FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason", "host", "actor",
+          "actor_source"]
 RESULT_LINE = re.compile(
     r'user=(?P<user>[!-~]*) service=(?P<service>[!-~]*) rhost=(?P<rhost>[!-~]*) '
     r'outcome=(?P<outcome>[a-z_]+) result=(?P<result>PAM_[A-Z_]+)(?: reason="(?P<reason>[^"]*)")?')
