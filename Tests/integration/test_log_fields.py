@@ -92,9 +92,9 @@ def check_audit(ww: Watchword, before: int, outcome: str) -> dict:
     table = ww.cli("log").stdout.splitlines()
     assert len(table) == before + 2, f"{len(table) - 1} table rows for {before + 1} entries"
     # TIME is three words (date, time, UTC); then one word per column up to REASON.
-    cells = table[-1].split(maxsplit=9)
-    assert cells[3:9] == [entry["user"] or "-", "login", entry["service"] or "-",
-                          entry["rhost"] or "-", "-", outcome], cells
+    cells = table[-1].split(maxsplit=11)
+    assert cells[3:11] == [entry["host"], entry["user"] or "-", "login", "-", entry["service"] or "-",
+                           entry["rhost"] or "-", "-", outcome], cells
     return entry
 
 
