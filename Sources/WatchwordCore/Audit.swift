@@ -98,6 +98,11 @@ public struct AuditActor: Sendable, Equatable {
     /// `sudo`, `loginuid` or `uid`.
     public let source: String
 
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+
     public static func current(environment sudoUser: String? = getenv("SUDO_USER").map { String(cString: $0) })
         -> AuditActor
     {
