@@ -16,13 +16,20 @@ protocol AuditedCommand {
     var global: GlobalOptions { get }
     /// Why, when the command succeeded (never a code or a secret).
     var auditNote: String? { get }
+    /// Users the command changed, each given an `ok` line of its own (import).
+    var auditChangedUsers: [String] { get }
 }
 
 extension AuditedCommand {
     var auditStateDirectory: String { global.stateDirectory }
     var auditService: String? { nil }
     var auditNote: String? { nil }
+    var auditChangedUsers: [String] { [] }
 }
+
+/// The users an import has written so far, for its audit lines (one per user, also when a
+/// later write fails).
+nonisolated(unsafe) var importedUsersForAudit: [String] = []
 
 extension Enroll: AuditedCommand {
     var auditEvent: String { "enroll" }
@@ -58,12 +65,14 @@ extension ImportGoogleAuthenticator: AuditedCommand {
     var auditEvent: String { "import" }
     var auditUser: String? { user }
     var auditNote: String? { "google-authenticator" + (options.dryRun ? ", dry run" : "") }
+    var auditChangedUsers: [String] { importedUsersForAudit }
 }
 
 extension ImportOath: AuditedCommand {
     var auditEvent: String { "import" }
     var auditUser: String? { nil }
     var auditNote: String? { "oath" + (options.dryRun ? ", dry run" : "") }
+    var auditChangedUsers: [String] { importedUsersForAudit }
 }
 
 extension Enable: AuditedCommand {
@@ -91,6 +100,10 @@ extension RootOptions {
 
 /// Writes the audit line for an admin command and sends it to syslog authpriv. A failure to
 /// write the file is reported on stderr and in syslog; it changes no exit status.
+///
+/// Each line names the actor (`AuditActor`: who ran the command) and this host. A command
+/// that changed several users (import) writes an `ok` line for each of them, and then,
+/// if it failed or changed nobody, the command's own line.
 func auditAdminAction(_ command: any AuditedCommand, error: (any Error)?) {
     guard runningAsRoot() else { return }
     var reason = command.auditNote
@@ -104,19 +117,26 @@ func auditAdminAction(_ command: any AuditedCommand, error: (any Error)?) {
         case is ValidationError: text = "invalid arguments"
         default: text = "failed"
         }
-        reason = String(text.prefix(300))
+        reason = String(text.prefix { $0 != "\n" }.prefix(300))
     }
-    let entry = AuditEntry(
-        time: unixTimeNow(), event: command.auditEvent, user: command.auditUser, service: command.auditService,
-        rhost: nil, method: nil, outcome: error == nil ? "ok" : "error", reason: reason)
-    writeSyslog(error == nil ? LOG_INFO : LOG_NOTICE, "audit: \(entry.jsonLine)")
+    let actor = AuditActor.current()
+    let host = auditHostName()
+    func entry(_ user: String?, ok: Bool, _ reason: String?) -> AuditEntry {
+        AuditEntry(
+            time: unixTimeNow(), event: command.auditEvent, user: user, service: command.auditService, rhost: nil,
+            method: nil, outcome: ok ? "ok" : "error", reason: reason, host: host, actor: actor.name,
+            actorSource: actor.source)
+    }
+    var entries = command.auditChangedUsers.map { entry($0, ok: true, command.auditNote) }
+    if error != nil || entries.isEmpty { entries.append(entry(command.auditUser, ok: error == nil, reason)) }
+    for entry in entries { writeSyslog(entry.outcome == "ok" ? LOG_INFO : LOG_NOTICE, "audit: \(entry.jsonLine)") }
     do {
         // Fleet mode: the shared trail in the database (unless the command worked on a
         // system tree under --root).
         if command.auditStateDirectory == command.global.stateDirectory, let store = try? command.global.auditStore() {
-            try store.appendAudit(entry)
+            for entry in entries { try store.appendAudit(entry) }
         } else {
-            try AuditLog.append(entry, stateDirectory: command.auditStateDirectory)
+            for entry in entries { try AuditLog.append(entry, stateDirectory: command.auditStateDirectory) }
         }
     } catch FileTrustError.system(let e) where e.errno == ENOENT {
         // No state directory (nothing enrolled yet and the command made none): syslog only.
@@ -171,7 +191,8 @@ func auditJSON(_ e: AuditEntry) -> JSON {
     .object([
         ("time", .int(e.time)), ("event", .string(e.event)), ("user", .optional(e.user)),
         ("service", .optional(e.service)), ("rhost", .optional(e.rhost)), ("method", .optional(e.method)),
-        ("outcome", .string(e.outcome)), ("reason", .optional(e.reason)),
+        ("outcome", .string(e.outcome)), ("reason", .optional(e.reason)), ("host", .optional(e.host)),
+        ("actor", .optional(e.actor)), ("actor_source", .optional(e.actorSource)),
     ])
 }
 
@@ -203,19 +224,27 @@ struct Log: ParsableCommand {
         abstract: "Show the audit trail of logins and admin actions.",
         discussion: """
             Every login attempt and every admin action is one JSON line in DIR/audit.log \
-            (root 0600; renamed to audit.log.1 past 1 MiB, so at most two files are kept). \
-            Codes and secrets are never written. Lines that cannot be read are skipped and counted.
+            (root 0600; renamed to audit.log.1 past 1 MiB, so at most two files are kept), or \
+            in the fleet database. Each names its host; an admin action names its actor, the \
+            login that ran it (SUDO_USER, else the login uid's user, else the uid's). Codes and \
+            secrets are never written. Lines that cannot be read are skipped and counted.
             """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("Only this user's entries.", valueName: "user"))
     var user: String?
     @Option(help: ArgumentHelp("Only entries since then: a duration back from now (90s, 30m, 24h, 7d) or a Unix time.", valueName: "when"))
     var since: Since?
+    @Option(help: ArgumentHelp("Only entries from this host (its host name, as the HOST column shows it).", valueName: "host"))
+    var host: String?
+    @Option(help: ArgumentHelp("Only admin actions run by this login (as the ACTOR column shows it).", valueName: "login"))
+    var actor: String?
     @OptionGroup var output: OutputOptions
 
     func run() throws {
         var entries = try readAuditTrail(global)
         if let user { entries = entries.filter { $0.user == user } }
+        if let host { entries = entries.filter { $0.host == host } }
+        if let actor { entries = entries.filter { $0.actor == actor } }
         if let since {
             let start = since.start(now: unixTimeNow())
             entries = entries.filter { $0.time >= start }
@@ -228,12 +257,16 @@ struct Log: ParsableCommand {
             print("No audit entries.")
             return
         }
-        func cell(_ s: String?) -> String { (s ?? "").isEmpty ? "-" : s! }
-        var rows = [["TIME", "USER", "EVENT", "SERVICE", "RHOST", "METHOD", "OUTCOME", "REASON"]]
+        // One line per entry whatever a stored line holds: no control character reaches the terminal.
+        func cell(_ s: String?) -> String {
+            guard let s, !s.isEmpty else { return "-" }
+            return String(s.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        }
+        var rows = [["TIME", "HOST", "USER", "EVENT", "ACTOR", "SERVICE", "RHOST", "METHOD", "OUTCOME", "REASON"]]
         for e in entries {
             rows.append([
-                formatTime(e.time), cell(e.user), e.event, cell(e.service), cell(e.rhost), cell(e.method), e.outcome,
-                cell(e.reason),
+                formatTime(e.time), cell(e.host), cell(e.user), cell(e.event), cell(e.actor), cell(e.service), cell(e.rhost),
+                cell(e.method), cell(e.outcome), cell(e.reason),
             ])
         }
         printTable(rows)

@@ -305,8 +305,9 @@ struct Importer {
                     return .imported(replacing: enrolled)
                 }
                 done.append((candidate, outcome))
+                if case .imported = outcome { importedUsersForAudit.append(candidate.user.value) }
             } catch {
-                reportFailure(at: index, of: plan, error: error, done: done, problems: problems)
+                try reportFailure(at: index, of: plan, error: error, done: done, problems: problems)
             }
         }
         if json {
@@ -322,7 +323,7 @@ struct Importer {
     private func reportFailure(
         at index: Int, of plan: [(ImportCandidate, Outcome)], error: Error, done: [(ImportCandidate, Outcome)],
         problems: ImportProblems
-    ) -> Never {
+    ) throws -> Never {
         let failed = plan[index].0
         let imported = done.compactMap { if case .imported = $0.1 { $0.0.user.value } else { nil } }
         let rest = plan[index...].compactMap { if case .imported = $0.1 { $0.0.user.value } else { nil } }
@@ -337,15 +338,14 @@ struct Importer {
         } else {
             for (candidate, outcome) in done { print(describe(candidate, outcome, dryRun: false)) }
         }
-        writeStandardError(
+        // Thrown, not exited, so that the audit trail names the users imported before it.
+        throw CLIError(
             """
-            watchword: writing \(failed.user) (\(failed.source)) failed: \(error)
+            writing \(failed.user) (\(failed.source)) failed: \(error)
             watchword: imported before the failure, complete and usable: \(imported.isEmpty ? "nobody" : imported.joined(separator: " "))
             watchword: not imported, state unchanged: \(rest.joined(separator: " "))
             watchword: each user's record is written atomically, so none is half-written; fix the cause and run the same command again (users already imported are then skipped)
-
             """)
-        Glibc.exit(1)
     }
 
     private func describe(_ candidate: ImportCandidate, _ outcome: Outcome, dryRun: Bool) -> String {

@@ -18,10 +18,17 @@ public struct AuditEntry: Sendable, Equatable {
     /// Logins: a `LoginOutcome` raw value; admin actions: `ok` or `error`.
     public var outcome: String
     public var reason: String?
+    /// The host the event happened on (its host name).
+    public var host: String?
+    /// Admin actions: who ran the command (see `AuditActor`); nil for logins.
+    public var actor: String?
+    /// Where `actor` came from: `sudo` (SUDO_USER), `loginuid` or `uid`.
+    public var actorSource: String?
 
     public init(
         time: Int64, event: String, user: String?, service: String? = nil, rhost: String? = nil,
-        method: String? = nil, outcome: String, reason: String? = nil
+        method: String? = nil, outcome: String, reason: String? = nil, host: String? = nil, actor: String? = nil,
+        actorSource: String? = nil
     ) {
         self.time = time
         self.event = event
@@ -31,6 +38,9 @@ public struct AuditEntry: Sendable, Equatable {
         self.method = method
         self.outcome = outcome
         self.reason = reason
+        self.host = host.map { auditField($0) }
+        self.actor = actor.map { auditField($0) }
+        self.actorSource = actorSource.map { auditField($0) }
     }
 
     /// The line as written, without the newline.
@@ -38,7 +48,8 @@ public struct AuditEntry: Sendable, Equatable {
         func text(_ s: String?) -> String { s.map(jsonQuote) ?? "null" }
         return "{\"time\":\(time),\"event\":\(jsonQuote(event)),\"user\":\(text(user)),"
             + "\"service\":\(text(service)),\"rhost\":\(text(rhost)),\"method\":\(text(method)),"
-            + "\"outcome\":\(jsonQuote(outcome)),\"reason\":\(text(reason))}"
+            + "\"outcome\":\(jsonQuote(outcome)),\"reason\":\(text(reason)),\"host\":\(text(host)),"
+            + "\"actor\":\(text(actor)),\"actor_source\":\(text(actorSource))}"
     }
 
     /// Parses one line; nil when it is not a well-formed audit line.
@@ -53,7 +64,80 @@ public struct AuditEntry: Sendable, Equatable {
         }
         self.init(
             time: time, event: event, user: text("user"), service: text("service"), rhost: text("rhost"),
-            method: text("method"), outcome: outcome, reason: text("reason"))
+            method: text("method"), outcome: outcome, reason: text("reason"), host: text("host"), actor: text("actor"),
+            actorSource: text("actor_source"))
+    }
+}
+
+/// `text` as one audit or log field: printable ASCII other than space, anything else
+/// replaced by "?", at most `limit` characters. Whatever chose the text (a user typing a
+/// name at a prompt, `SUDO_USER`, a host name) cannot add a field ("bob actor=root") or a
+/// line to syslog, the audit trail or `watchword log`'s table.
+public func auditField(_ text: String, limit: Int = 255) -> String {
+    String(text.unicodeScalars.prefix(limit).map { $0.value > 0x20 && $0.value < 0x7F ? Character($0) : "?" })
+}
+
+/// This host's name as the audit trail records it.
+public func auditHostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "?" }
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return name.isEmpty ? "?" : auditField(name)
+}
+
+/// Who ran an admin command: the invoking login, not the root it runs as.
+///
+/// `SUDO_USER` when it is set and names a user the system knows (sudo sets it to the user
+/// who ran sudo); else the login uid the kernel keeps for the session
+/// (`/proc/self/loginuid`, set at login by pam_loginuid and kept across su and sudo;
+/// 4294967295 means unset); else the real uid's name. A name the user database does not
+/// know is written as `#UID`. Root can set any of these, so this names whoever ran the
+/// command as far as the system knows it, not a proof.
+public struct AuditActor: Sendable, Equatable {
+    public let name: String
+    /// `sudo`, `loginuid` or `uid`.
+    public let source: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+
+    public static func current(environment sudoUser: String? = getenv("SUDO_USER").map { String(cString: $0) })
+        -> AuditActor
+    {
+        if let sudoUser, !sudoUser.isEmpty, let known = userName(getpwnam(sudoUser)) {
+            return AuditActor(name: auditField(known), source: "sudo")
+        }
+        if let uid = loginUID() {
+            return AuditActor(name: auditField(userName(getpwuid(uid)) ?? "#\(uid)"), source: "loginuid")
+        }
+        let uid = getuid()
+        return AuditActor(name: auditField(userName(getpwuid(uid)) ?? "#\(uid)"), source: "uid")
+    }
+
+    /// The kernel's login uid of this process; nil when unset or unreadable.
+    static func loginUID() -> uid_t? {
+        let fd = open("/proc/self/loginuid", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 31) }
+        guard n > 0 else { return nil }
+        let text = String(decoding: buffer[..<n], as: UTF8.self).trimmingWhitespace
+        guard let value = UInt32(text), value != UInt32.max else { return nil }
+        return uid_t(value)
+    }
+
+    private static func userName(_ entry: UnsafeMutablePointer<passwd>?) -> String? {
+        guard let entry, let name = entry.pointee.pw_name else { return nil }
+        return String(validating: Array(UnsafeBufferPointer(start: name, count: strlen(name))).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension String {
+    fileprivate var trimmingWhitespace: String {
+        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
     }
 }
 

@@ -104,7 +104,8 @@ do {
 // The audit line; failing to write it changes no outcome (it is logged to syslog instead).
 let entry = AuditEntry(
     time: unixTimeNow(), event: "login", user: auditUser, service: shownService, rhost: shownRhost,
-    method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason)
+    method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason,
+    host: auditHostName())
 do {
     // Through the store the login used (the state directory it already opened and checked,
     // or the database); walk the path again only when no store could be opened (then that

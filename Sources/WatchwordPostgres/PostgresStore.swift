@@ -425,8 +425,8 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
 
     public func appendAudit(_ entry: AuditEntry) throws {
         try run(
-            "INSERT INTO audit (time, username, line) VALUES ($1, $2, $3)",
-            [String(entry.time), entry.user, entry.jsonLine])
+            "INSERT INTO audit (time, username, host, line) VALUES ($1, $2, $3, $4)",
+            [String(entry.time), entry.user, entry.host, entry.jsonLine])
     }
 
     public func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {

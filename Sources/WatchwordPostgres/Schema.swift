@@ -33,7 +33,13 @@ public enum Schema {
                 line text NOT NULL)
             """,
             "CREATE INDEX audit_username_time ON audit (username, time)",
-        ]
+        ],
+        [
+            // Version 2: which host each audit line came from (the line's "host"), so one
+            // host's events can be found. Rows from version 1 keep a null host.
+            "ALTER TABLE audit ADD COLUMN host text",
+            "CREATE INDEX audit_host_time ON audit (host, time)",
+        ],
     ]
 
     public static var latest: Int { migrations.count }

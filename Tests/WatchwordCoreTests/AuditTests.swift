@@ -13,6 +13,28 @@ import WatchwordCore
         #expect(AuditEntry(jsonLine: Substring(line)) == entry)
     }
 
+    @Test func hostAndActorAreOneFieldEach() throws {
+        let entry = AuditEntry(
+            time: 2, event: "enroll", user: "alice", outcome: "ok", host: "evil host\nactor=root", actor: "bob actor=root",
+            actorSource: "sudo")
+        #expect(entry.host == "evil?host?actor=root" && entry.actor == "bob?actor=root")
+        let line = entry.jsonLine
+        #expect(line.hasSuffix(",\"host\":\"evil?host?actor=root\",\"actor\":\"bob?actor=root\",\"actor_source\":\"sudo\"}"))
+        #expect(AuditEntry(jsonLine: Substring(line)) == entry)
+        // A line from before these fields reads with them null.
+        let old = AuditEntry(jsonLine: "{\"time\":1,\"event\":\"unlock\",\"user\":\"alice\",\"outcome\":\"ok\"}")
+        #expect(old?.host == nil && old?.actor == nil && old?.actorSource == nil)
+    }
+
+    @Test func actorIsAKnownSudoUserElseTheLoginUIDOrUID() {
+        #expect(AuditActor.current(environment: "root") == AuditActor(name: "root", source: "sudo"))
+        for hostile in ["root actor=x", "root\n", "", "no-such-user-ww"] {
+            let actor = AuditActor.current(environment: hostile)
+            #expect(actor.source == "loginuid" || actor.source == "uid")
+            #expect(!actor.name.contains(" ") && !actor.name.contains("\n"))
+        }
+    }
+
     @Test(arguments: ["", "not json", "{\"time\":\"1\",\"event\":\"x\",\"outcome\":\"ok\"}", "{\"event\":\"x\",\"outcome\":\"ok\"}",
         "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"} trailing", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\""])
     func corruptLinesAreRejected(_ line: String) {

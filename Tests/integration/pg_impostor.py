@@ -103,7 +103,7 @@ class Impostor:
 
     def __init__(self, *, tls: tuple[Path, Path] | None = None, auth: str = "ok",
                  user: str = "alice", record: str | None = None, recovery_key: str | None = None,
-                 schema_version: int = 1,
+                 schema_version: int = 2,
                  host: str = "127.0.0.1", port: int = 0, io_timeout: float = 3.0,
                  lifetime: float = 60.0):
         assert auth in AUTH_KINDS, auth

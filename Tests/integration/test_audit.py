@@ -18,7 +18,8 @@ def logins(ww):
     return [e for e in ww.audit() if e["event"] == "login"]
 
 
-FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason"]
+FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason", "host", "actor",
+          "actor_source"]
 
 
 def test_login_outcomes_are_audited_without_codes(ww, run_pam, run_pam_conv):
@@ -176,7 +177,8 @@ def test_log_filters_and_formats(ww, run_pam):
     proc = ww.cli("log")
     assert "skipped 2 corrupt lines" in proc.stderr
     out = proc.stdout.splitlines()
-    assert out[0].split() == ["TIME", "USER", "EVENT", "SERVICE", "RHOST", "METHOD", "OUTCOME", "REASON"]
+    assert out[0].split() == ["TIME", "HOST", "USER", "EVENT", "ACTOR", "SERVICE", "RHOST", "METHOD", "OUTCOME",
+                              "REASON"]
     assert len(out) == 1 + 4
     assert "1970-01-01 00:16:40 UTC" in out[3] and "198.51.100.1" in out[3] and "accepted (totp)" in out[3]
     assert "192.0.2.9" in out[4] and "auth_err" in out[4] and "watchword-test" in out[4]

@@ -28,11 +28,13 @@ from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCC
                       run_pam_client, run_pam_clients_at_once, run_pamtester, run_pamtesters_together,
                       write_service)
 from pgserver import PgServer, SilentListener
-from ww import (CLI, Watchword, oathtool_hotp, oathtool_totp, wrong_totp_codes, fresh_totp as fresh_code, wrong_of)
+from test_audit_actor import in_host
+from ww import (CLI, Watchword, secret_of, oathtool_hotp, oathtool_totp, wrong_totp_codes, fresh_totp as fresh_code, wrong_of)
 
 AUTH_FAILURE = "Authentication failure"
 UNAVAILABLE = "Authentication service cannot retrieve authentication info"
 UNAVAILABLE_MSG = "Two-factor authentication is unavailable; contact your administrator."
+SCHEMA_VERSION = 2  # Sources/WatchwordPostgres/Schema.swift
 
 
 # --- the database and the hosts ---------------------------------------------------------
@@ -636,8 +638,53 @@ def test_a_schema_of_another_version_denies_and_says_why(fleet, db, version, hin
         proc = a.cli("list", "--json", check=False)
         assert proc.returncode != 0 and hint in proc.stderr, proc
     finally:
-        db.psql(f"UPDATE watchword_schema SET version = 1")
+        db.psql(f"UPDATE watchword_schema SET version = {SCHEMA_VERSION}")
     assert a.login("alice", fresh_code(alice["secret"])).rc == 0
+
+
+def test_the_fleet_audit_table_names_each_host_and_actor(fleet, db):
+    a, b = fleet("a"), fleet("b")
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_USER"} | {"SUDO_USER": "daemon"}
+    out = a.cli("enroll", "alice", "--totp", "--json", env=env, preexec_fn=in_host("fleet-a"))
+    secret = secret_of(json.loads(out.stdout)["otpauth_uri"])
+    res = b.login("alice", fresh_code(secret), items={"rhost": "192.0.2.44"}, preexec_fn=in_host("fleet-b"))
+    assert res.rc == 0, res.output
+    rows = [r.split("|", 2) for r in db.psql("SELECT host, username, line FROM audit ORDER BY id").splitlines()]
+    assert json.loads(rows[0][2])["event"] == "store-init"
+    rows = rows[1:]
+    assert [(h, u) for h, u, _ in rows] == [("fleet-a", "alice"), ("fleet-b", "alice")], rows
+    enroll, login = (json.loads(line) for _, _, line in rows)
+    assert (enroll["event"], enroll["actor"], enroll["actor_source"], enroll["host"]) == ("enroll", "daemon", "sudo", "fleet-a")
+    assert (login["event"], login["host"], login["service"], login["rhost"]) == ("login", "fleet-b", b.service, "192.0.2.44")
+    # Seen from either host, filtered by host and by actor.
+    on_b = json.loads(a.cli("log", "--host", "fleet-b", "--json").stdout)
+    assert [(e["event"], e["outcome"]) for e in on_b] == [("login", "success")]
+    by_daemon = json.loads(b.cli("log", "--actor", "daemon", "--json").stdout)
+    assert [(e["event"], e["host"]) for e in by_daemon] == [("enroll", "fleet-a")]
+
+
+def test_migrating_a_schema_1_database_keeps_its_audit_rows_and_adds_the_host(fleet, db):
+    a = fleet("a")
+    alice = a.enroll("alice")
+    assert a.login("alice", fresh_code(alice["secret"])).rc == 0
+    before = db.psql("SELECT id, time, username, line FROM audit ORDER BY id")
+    assert len(before.splitlines()) == 3  # store init, enroll, login
+    # The database as version 1 left it: no host column.
+    db.psql("DROP INDEX audit_host_time; ALTER TABLE audit DROP COLUMN host; UPDATE watchword_schema SET version = 1")
+    # A helper facing the old schema denies, as for any other schema mismatch, and says why.
+    res = a.conv("alice", [fresh_code(alice["secret"])])
+    assert res.pam_rc == PAM_AUTHINFO_UNAVAIL and res.logged("store migrate"), res.log_text()
+    assert a.cli("unlock", "alice", check=False).returncode != 0
+    out = a.store("migrate").stdout
+    assert db.psql("SELECT version FROM watchword_schema") == str(SCHEMA_VERSION), out
+    after = db.psql("SELECT id, time, username, line FROM audit ORDER BY id").splitlines()
+    assert after[:3] == before.splitlines()
+    assert json.loads(after[3].split("|", 3)[3])["event"] == "store-migrate"
+    assert db.psql("SELECT count(*) FROM audit WHERE host IS NULL") == "3"
+    assert a.login("alice", next_step_code(alice["secret"], oathtool_totp(alice["secret"]))).rc == 0
+    host = db.psql("SELECT host FROM audit ORDER BY id DESC LIMIT 1")
+    assert host and host == socket.gethostname(), host
+    assert [e["event"] for e in json.loads(a.cli("log", "alice", "--json").stdout)] == ["enroll", "login", "login"]
 
 
 def test_doctor_reports_the_database(fleet, db):

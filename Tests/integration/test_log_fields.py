@@ -24,7 +24,8 @@ import pytest
 from conftest import PAM_AUTH_ERR, PAM_IGNORE
 from ww import Watchword, oathtool_totp, fresh_totp as fresh_code, wrong_of
 
-FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason"]
+FIELDS = ["time", "event", "user", "service", "rhost", "method", "outcome", "reason", "host", "actor",
+          "actor_source"]
 RESULT_LINE = re.compile(
     r'user=(?P<user>[!-~]*) service=(?P<service>[!-~]*) rhost=(?P<rhost>[!-~]*) '
     r'outcome=(?P<outcome>[a-z_]+) result=(?P<result>PAM_[A-Z_]+)(?: reason="(?P<reason>[^"]*)")?')
@@ -91,9 +92,9 @@ def check_audit(ww: Watchword, before: int, outcome: str) -> dict:
     table = ww.cli("log").stdout.splitlines()
     assert len(table) == before + 2, f"{len(table) - 1} table rows for {before + 1} entries"
     # TIME is three words (date, time, UTC); then one word per column up to REASON.
-    cells = table[-1].split(maxsplit=9)
-    assert cells[3:9] == [entry["user"] or "-", "login", entry["service"] or "-",
-                          entry["rhost"] or "-", "-", outcome], cells
+    cells = table[-1].split(maxsplit=11)
+    assert cells[3:11] == [entry["host"], entry["user"] or "-", "login", "-", entry["service"] or "-",
+                           entry["rhost"] or "-", "-", outcome], cells
     return entry
 
 

@@ -89,11 +89,12 @@ class Watchword:
 
     # --- CLI -------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, input: str | None = None,
-            state: bool = True) -> subprocess.CompletedProcess:
+            state: bool = True, env: dict | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
         argv = [str(self.cli_path), *args]
         if state and args and not args[0].startswith("-"):
             argv += ["--state-dir", str(self.state), "--config", str(self.config)]
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+        proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60, env=env,
+                              preexec_fn=preexec_fn)
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
         return proc
