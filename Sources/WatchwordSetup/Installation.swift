@@ -116,6 +116,27 @@ public struct Installation {
         return names
     }
 
+    /// The members of `group` in the root's /etc/group and /etc/passwd (named in the group's
+    /// line, or having it as their primary group), or nil when there is no such group.
+    public func groupMembers(_ group: String) -> [String]? {
+        guard let text = try? root.readText("/etc/group") else { return nil }
+        var gid: Substring? = nil
+        var names: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 4, fields[0] == group else { continue }
+            gid = fields[2]
+            names = fields[3].split(separator: ",").map(String.init)
+            break
+        }
+        guard let gid else { return nil }
+        for line in (try? root.readText("/etc/passwd"))?.split(separator: "\n") ?? [] {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            if fields.count >= 4, fields[3] == gid, !names.contains(String(fields[0])) { names.append(String(fields[0])) }
+        }
+        return names
+    }
+
     /// The PAM options that point the module at this installation's state and config, when
     /// they are not the defaults.
     public var moduleOptions: [String] {
