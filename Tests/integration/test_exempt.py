@@ -9,6 +9,7 @@ user database, which the test gives its own users and groups by bind-mounting co
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -146,3 +147,69 @@ def test_more_than_sixteen_of_one_option_are_refused(ww, run_pam_conv):
     sixteen = " ".join(f"exempt_from=10.{i}.0.0/16" for i in range(16))
     res = run_pam_conv(ww.args(sixteen), "alice", [], items={"rhost": "10.15.2.3"})
     assert ignored(res), res.output
+
+
+# --- enable writes them, doctor lists them as meant ------------------------------
+
+SUDO = "/etc/pam.d/sudo"
+
+
+@pytest.fixture
+def tree(tmp_path, pam_module):
+    from systree import Tree
+    if not shutil.which("sshd", path="/usr/sbin:/usr/bin"):
+        pytest.skip("openssh-server is needed")
+    tree = Tree(tmp_path / "tree")
+    tree.write("/etc/group", "root:x:0:\nwwbots:x:64300:deploy,ci\n")
+    return tree
+
+
+def test_enable_writes_the_exemptions_and_doctor_lists_them_without_a_fail(tree):
+    from systree import findings
+    res = tree.cli("enable", "sudo", "--exempt-group", "wwbots", "--exempt-from", "10.0.0.0/8",
+                   "--exempt-from", "2001:DB8::/32")
+    assert res.returncode == 0, res.stderr
+    line = [l for l in tree.text(SUDO).splitlines() if "pam_watchword.so" in l][0]
+    assert "pam_watchword.so exempt_group=wwbots exempt_from=10.0.0.0/8 exempt_from=2001:db8::/32" in line, line
+    rc, checks = tree.doctor()
+    assert findings(checks, "fail") == [], checks
+    assert findings(checks, "ok", "pam.sudo")[1] == (
+        "/etc/pam.d/sudo:7: exempt by intent, not asked for a code: group wwbots (deploy, ci); "
+        "logins from 10.0.0.0/8; logins from 2001:db8::/32"), checks
+    assert findings(checks, "warn", "pam.sudo") == [], checks
+
+
+def test_doctor_warns_when_an_exempt_group_holds_sudoers_or_does_not_exist(tree):
+    from systree import findings
+    tree.write("/etc/group", tree.text("/etc/group") + "sudo:x:27:ci,alice\n")
+    assert tree.cli("enable", "sudo", "--exempt-group", "wwbots").returncode == 0
+    tree.write(SUDO, tree.read(SUDO).replace(b"exempt_group=wwbots", b"exempt_group=wwbots exempt_group=gone"))
+    rc, checks = tree.doctor()
+    assert findings(checks, "fail") == [], checks
+    assert findings(checks, "warn", "pam.sudo") == [
+        "/etc/pam.d/sudo:7: exempt_group=wwbots holds users who may use sudo (ci): they are never asked for a code",
+        "/etc/pam.d/sudo:7: exempt_group=gone: no such group, so it exempts nobody"], checks
+
+
+def test_doctor_fails_a_range_that_denies_every_login(tree):
+    from systree import findings
+    assert tree.cli("enable", "sudo").returncode == 0
+    tree.write(SUDO, tree.read(SUDO).replace(b"pam_watchword.so", b"pam_watchword.so exempt_from=10.1.2.3/8"))
+    rc, checks = tree.doctor()
+    assert rc != 0
+    assert findings(checks, "fail", "pam.sudo") == [
+        "/etc/pam.d/sudo:7: exempt_from=10.1.2.3/8: has address bits set past the /8: "
+        "every login through this line is refused"], checks
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--exempt-group", "nosuchgroup"], "--exempt-group nosuchgroup: there is no such group in /etc/group"),
+    (["--exempt-from", "10.1.2.3/8"], "--exempt-from: exempt_from=10.1.2.3/8: has address bits set past the /8"),
+    (["--exempt-from", "db.example.org"], "not an IPv4 or IPv6 address or network"),
+])
+def test_enable_refuses_exemptions_it_cannot_write_and_changes_nothing(tree, args, message):
+    before = tree.etc_snapshot()
+    res = tree.cli("enable", "sudo", *args)
+    assert res.returncode != 0
+    assert message in res.stderr, res.stderr
+    assert tree.etc_snapshot() == before
