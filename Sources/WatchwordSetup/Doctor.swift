@@ -258,6 +258,15 @@ public struct Doctor {
                 add(.warn, "users.locked", "\(record.user) is locked out for \(left) s more after \(record.failures) failures (watchword unlock \(record.user))")
             }
         }
+        for case (.sshd, .success(let stack)) in stacks {
+            let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
+            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(names), moduleArguments: rules.flatMap(\.arguments))
+            if !stranded.isEmpty {
+                add(.warn, "users.keys", "log in with SSH keys but are neither enrolled nor exempt, so sshd asks them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it)")
+            }
+        }
         for case (.sudo, .success(let stack)) in stacks {
             let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
             guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }

@@ -137,6 +137,33 @@ public struct Installation {
         return names
     }
 
+    /// Accounts that can log in over SSH with a key: those of the root's /etc/passwd with a
+    /// `.ssh/authorized_keys` or `.ssh/authorized_keys2` in their home directory.
+    public func keyLoginAccounts() -> [String] {
+        guard let text = try? root.readText("/etc/passwd") else { return [] }
+        var names: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 7, fields[5].hasPrefix("/"), !names.contains(String(fields[0])) else { continue }
+            let home = fields[5].hasSuffix("/") ? String(fields[5].dropLast()) : String(fields[5])
+            if root.exists(home + "/.ssh/authorized_keys") || root.exists(home + "/.ssh/authorized_keys2") {
+                names.append(String(fields[0]))
+            }
+        }
+        return names
+    }
+
+    /// Of `keyLoginAccounts()`, those neither enrolled (`enrolled`) nor in one of the
+    /// module line's `exempt_group=` groups: the module would ask them for a code they do
+    /// not have.
+    public func keyAccountsWithoutCode(enrolled: Set<String>, moduleArguments: [String]) -> [String] {
+        var exempt: Set<String> = []
+        for argument in moduleArguments where argument.hasPrefix("exempt_group=") {
+            exempt.formUnion(groupMembers(String(argument.dropFirst(13))) ?? [])
+        }
+        return keyLoginAccounts().filter { !enrolled.contains($0) && !exempt.contains($0) }
+    }
+
     /// The PAM options that point the module at this installation's state and config, when
     /// they are not the defaults.
     public var moduleOptions: [String] {

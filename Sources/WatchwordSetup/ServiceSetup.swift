@@ -85,6 +85,15 @@ public struct ServiceSetup {
         try checkStack(service, text: desired)
         try checkInstalled()
         try checkLockout(service)
+        if service == .sshd, !options.nullok, case .success(let users) = installation.enrolledUsers() {
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(users.map(\.value)), moduleArguments: moduleOptions)
+            if !stranded.isEmpty {
+                warn(
+                    "these accounts log in with SSH keys and are neither enrolled nor exempt, so sshd will ask them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it; enroll them, or exempt them with --exempt-group or --exempt-from)"
+                )
+            }
+        }
 
         // 2. For sshd, the drop-in, and proof that sshd takes it and uses its values.
         var dropIn: String?

@@ -213,3 +213,30 @@ def test_enable_refuses_exemptions_it_cannot_write_and_changes_nothing(tree, arg
     assert res.returncode != 0
     assert message in res.stderr, res.stderr
     assert tree.etc_snapshot() == before
+
+
+def test_key_accounts_without_a_code_are_warned_about_and_reported(tree):
+    from systree import findings
+    tree.write("/etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"
+               "deploy:x:1001:1001::/home/deploy:/bin/sh\nci:x:1002:64300::/home/ci/:/bin/sh\n"
+               "alice:x:1003:1003::/home/alice:/bin/bash\nnokey:x:1004:1004::/home/nokey:/bin/sh\n")
+    for home in ("/root", "/home/deploy", "/home/ci", "/home/alice"):
+        tree.write(f"{home}/.ssh/authorized_keys", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB test\n", mode=0o600)
+    res = tree.cli("enable", "sshd", "--with-publickey")
+    assert res.returncode == 0, res.stderr
+    # alice is enrolled (the tree's default user); nokey has no key.
+    assert ("log in with SSH keys and are neither enrolled nor exempt, so sshd will ask them for a code "
+            "they do not have: root, deploy, ci (root only where PermitRootLogin allows it") in res.stderr, res.stderr
+    rc, checks = tree.doctor()
+    assert findings(checks, "warn", "users.keys") == [
+        "log in with SSH keys but are neither enrolled nor exempt, so sshd asks them for a code they do not have: "
+        "root, deploy, ci (root only where PermitRootLogin allows it)"], checks
+    # Exempting the bots' group leaves root.
+    res = tree.cli("enable", "sshd", "--with-publickey", "--exempt-group", "wwbots")
+    assert res.returncode == 0, res.stderr
+    assert "they do not have: root (root only" in res.stderr, res.stderr
+    rc, checks = tree.doctor()
+    assert findings(checks, "warn", "users.keys") == [
+        "log in with SSH keys but are neither enrolled nor exempt, so sshd asks them for a code they do not have: "
+        "root (root only where PermitRootLogin allows it)"], checks
+    assert findings(checks, "fail") == [], checks
