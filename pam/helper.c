@@ -201,9 +201,14 @@ static char *build_header(struct run *r, const struct ww_login *login,
             fputc(ww_is_control((unsigned char)*p) ? '?' : *p, f);
         fputc('\n', f);
     }
-    fprintf(f, "config_required %d\ndebug %d\ntimeout %u\nend\n",
+    fprintf(f, "config_required %d\ndebug %d\ntimeout %u\n",
             r->opts->config_named != 0, r->opts->debug != 0,
             r->opts->timeout);
+    for (unsigned int i = 0; i < r->opts->n_exempt_group; i++)
+        fprintf(f, "exempt_group %s\n", r->opts->exempt_group[i]);
+    for (unsigned int i = 0; i < r->opts->n_exempt_from; i++)
+        fprintf(f, "exempt_from %s\n", r->opts->exempt_from[i]);
+    fputs("end\n", f);
     n = ferror(f); /* a write found no memory */
     if (fclose(f) != 0 || n != 0) {
         free(text);

@@ -12,6 +12,7 @@
 #define WW_DEFAULT_TIMEOUT 30
 #define WW_MIN_TIMEOUT 1
 #define WW_MAX_TIMEOUT 600
+#define WW_MAX_EXEMPT 16 /* exempt_group= and exempt_from= lines, each */
 
 struct ww_options {
     int nullok;
@@ -21,6 +22,10 @@ struct ww_options {
     const char *state_dir;
     const char *config;
     int config_named; /* config= was given: the file must exist */
+    /* Passed to the helper, which decides (docs/helper-protocol.md). */
+    const char *exempt_group[WW_MAX_EXEMPT];
+    const char *exempt_from[WW_MAX_EXEMPT];
+    unsigned int n_exempt_group, n_exempt_from;
 };
 
 /*

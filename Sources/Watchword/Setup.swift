@@ -68,6 +68,18 @@ struct Enable: ParsableCommand {
     @Flag(help: "Let users who are not enrolled in without a code (the module's nullok option), while you enroll everybody.")
     var nullok = false
 
+    @Option(
+        name: .customLong("exempt-group"),
+        help: ArgumentHelp("Members of GROUP are not asked for a code (the module's exempt_group=; may repeat).", valueName: "group"))
+    var exemptGroups: [String] = []
+
+    @Option(
+        name: .customLong("exempt-from"),
+        help: ArgumentHelp(
+            "Logins from an address in CIDR (IPv4 or IPv6; a host name never matches) are not asked (exempt_from=; may repeat).",
+            valueName: "cidr"))
+    var exemptFrom: [String] = []
+
     @Flag(help: "Go on although nobody is enrolled, the module or helper is missing, or the PAM stack would skip the module.")
     var force = false
 
@@ -85,6 +97,8 @@ struct Enable: ParsableCommand {
         var options = ServiceSetup.Options()
         options.withPublickey = withPublickey
         options.nullok = nullok
+        options.exemptGroups = exemptGroups
+        options.exemptFrom = exemptFrom
         options.force = force
         options.reload = !noReload
         options.invokingUser = getenv("SUDO_USER").map { String(cString: $0) }

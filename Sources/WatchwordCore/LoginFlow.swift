@@ -13,6 +13,8 @@ public enum LoginOutcome: String, Sendable {
     case maxtries
     case unavailable
     case convErr = "conv_err"
+    /// An `exempt_group=` or `exempt_from=` of the module line matched: not asked.
+    case exempt
 
     /// The helper's exit status for this outcome (the module checks both).
     public var exitStatus: Int32 {
@@ -23,6 +25,7 @@ public enum LoginOutcome: String, Sendable {
         case .maxtries: 12
         case .unavailable: 13
         case .convErr: 14
+        case .exempt: 15
         }
     }
 }

@@ -258,6 +258,15 @@ public struct Doctor {
                 add(.warn, "users.locked", "\(record.user) is locked out for \(left) s more after \(record.failures) failures (watchword unlock \(record.user))")
             }
         }
+        for case (.sshd, .success(let stack)) in stacks {
+            let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
+            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(names), moduleArguments: rules.flatMap(\.arguments))
+            if !stranded.isEmpty {
+                add(.warn, "users.keys", "log in with SSH keys but are neither enrolled nor exempt, so sshd asks them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it)")
+            }
+        }
         for case (.sudo, .success(let stack)) in stacks {
             let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
             guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
@@ -308,6 +317,7 @@ public struct Doctor {
         if nullok {
             add(.warn, check, "\(target.line.location): nullok lets users who are not enrolled in without a code; drop it once everybody is enrolled")
         }
+        checkExemptions(check, target.line.location, rules.flatMap(\.arguments))
         if rules.contains(where: \.silent) {
             add(.warn, check, "\(target.line.location): the leading '-' makes libpam skip the line silently if the module goes missing; drop it")
         }
@@ -322,6 +332,39 @@ public struct Doctor {
             }
         }
         return (true, nullok)
+    }
+
+    /// `exempt_group=` and `exempt_from=` are meant: listed as OK, with a warning where an
+    /// exempt group holds users who may use sudo or does not exist, and a FAIL for a range
+    /// the helper cannot read (every login through the line is then refused).
+    private mutating func checkExemptions(_ check: String, _ location: String, _ arguments: [String]) {
+        var listed: [String] = []
+        for argument in arguments {
+            if argument.hasPrefix("exempt_from=") {
+                let text = String(argument.dropFirst(12))
+                do {
+                    _ = try AddressRange(text)
+                    listed.append("logins from \(text)")
+                } catch {
+                    add(.fail, check, "\(location): \(error): every login through this line is refused")
+                }
+            } else if argument.hasPrefix("exempt_group=") {
+                let group = String(argument.dropFirst(13))
+                guard let members = installation.groupMembers(group) else {
+                    add(.warn, check, "\(location): exempt_group=\(group): no such group, so it exempts nobody")
+                    continue
+                }
+                listed.append("group \(group) (\(members.isEmpty ? "no members" : members.joined(separator: ", ")))")
+                let sudoers = installation.sudoers()
+                let admins = ["sudo", "admin", "wheel"].contains(group) ? members : members.filter { sudoers.contains($0) }
+                if !admins.isEmpty {
+                    add(.warn, check, "\(location): exempt_group=\(group) holds users who may use sudo (\(admins.joined(separator: ", "))): they are never asked for a code")
+                }
+            }
+        }
+        if !listed.isEmpty {
+            add(.ok, check, "\(location): exempt by intent, not asked for a code: \(listed.joined(separator: "; "))")
+        }
     }
 
     // MARK: sshd

@@ -15,6 +15,9 @@ public struct ServiceSetup {
     public struct Options {
         public var withPublickey = false
         public var nullok = false
+        /// `exempt_group=` and `exempt_from=` for the module line.
+        public var exemptGroups: [String] = []
+        public var exemptFrom: [String] = []
         public var force = false
         public var reload = true
         /// The user who ran `sudo watchword ...` (`SUDO_USER`), who must not be locked out
@@ -52,6 +55,22 @@ public struct ServiceSetup {
         }
         var moduleOptions = installation.moduleOptions
         if options.nullok { moduleOptions.insert("nullok", at: 0) }
+        for group in options.exemptGroups {
+            guard !group.isEmpty, group.utf8.count <= 255, group.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw SetupError("--exempt-group \(group): not a group name")
+            }
+            if installation.groupMembers(group) == nil {
+                throw SetupError("--exempt-group \(group): there is no such group in \(root.display("/etc/group"))")
+            }
+            moduleOptions.append("exempt_group=\(group)")
+        }
+        for text in options.exemptFrom {
+            do {
+                moduleOptions.append("exempt_from=\(try AddressRange(text))")
+            } catch {
+                throw SetupError("--exempt-from: \(error)")
+            }
+        }
         let placement: PAMEdit.Placement = service == .sshd && options.withPublickey ? .replaceCommonAuth : .afterCommonAuth
 
         // 1. The new PAM file, and proof that its stack runs the module.
@@ -66,6 +85,15 @@ public struct ServiceSetup {
         try checkStack(service, text: desired)
         try checkInstalled()
         try checkLockout(service)
+        if service == .sshd, !options.nullok, case .success(let users) = installation.enrolledUsers() {
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(users.map(\.value)), moduleArguments: moduleOptions)
+            if !stranded.isEmpty {
+                warn(
+                    "these accounts log in with SSH keys and are neither enrolled nor exempt, so sshd will ask them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it; enroll them, or exempt them with --exempt-group or --exempt-from)"
+                )
+            }
+        }
 
         // 2. For sshd, the drop-in, and proof that sshd takes it and uses its values.
         var dropIn: String?
