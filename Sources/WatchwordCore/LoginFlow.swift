@@ -67,13 +67,22 @@ public struct LoginRequest: Sendable {
     public var rhost: String
     public var tty: String
     public var debug: Bool
+    /// The module's `enroll_at_login`: a user with no token is offered one.
+    public var enrollAtLogin: Bool
+    /// The system's user database knows the user (a token is made at login only for them).
+    public var accountExists: Bool
 
-    public init(user: String, service: String = "", rhost: String = "", tty: String = "", debug: Bool = false) {
+    public init(
+        user: String, service: String = "", rhost: String = "", tty: String = "", debug: Bool = false,
+        enrollAtLogin: Bool = false, accountExists: Bool = false
+    ) {
         self.user = user
         self.service = service
         self.rhost = rhost
         self.tty = tty
         self.debug = debug
+        self.enrollAtLogin = enrollAtLogin
+        self.accountExists = accountExists
     }
 }
 
@@ -96,8 +105,11 @@ public struct LoginFlow {
     /// Makes the SMS provider. Called only when a text is actually sent or a code checked
     /// by the service, so a TOTP login never loads or initialises anything for SMS.
     public let smsGateway: () throws(SMSError) -> SMSGateway
-    /// The host name put in the text message.
+    /// The host name put in the text message, and the issuer of a token made at login.
     public let hostName: () -> String
+    /// A QR code of a text as terminal lines, or nil when none can be drawn (enrollment at
+    /// login then shows the otpauth URI alone).
+    public var qrCode: (String) -> [String]? = { _ in nil }
 
     public static let prompt = "Verification code: "
     public static let smsOfferPrompt = "Verification code (press Enter to get one by SMS): "
@@ -135,6 +147,9 @@ public struct LoginFlow {
             return .unavailable
         }
         guard let record, record.isEnrolled else {
+            if let outcome = enroll(user, record: record, request: request, who: who, conversation: &conversation) {
+                return outcome
+            }
             conversation.log(.info, "\(who): not enrolled")
             return .notEnrolled
         }

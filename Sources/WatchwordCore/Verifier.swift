@@ -101,6 +101,30 @@ public struct Verifier: Sendable {
         return fail(record: &record, now: now)
     }
 
+    /// Checks the first code of the pending token `secret` (enrollment at login). The token
+    /// must still be the pending one, alive, and the user still without an active token:
+    /// otherwise nil, and nothing changes. A right code makes it the user's token (a code
+    /// cannot be used twice: its step is the last accepted) and takes `recoveryHashes` as
+    /// the user's recovery codes; a wrong one is counted as any failure is.
+    public func confirmPending(
+        _ answer: [UInt8], secret: [UInt8], record: inout UserRecord, now: Int64, recoveryHashes: [String]
+    ) -> Verdict? {
+        guard let pending = record.pending, pending.isAlive(at: now), record.otp == nil,
+            constantTimeEquals(pending.otp.secret, secret)
+        else { return nil }
+        if let remaining = record.lockoutRemaining(at: now) { return .locked(remaining: remaining) }
+        guard let code = Self.normalize(answer) else {
+            return .malformed(answer.isEmpty ? "empty answer" : "answer is not a code of digits")
+        }
+        var trial = record
+        trial.otp = pending.otp
+        guard let method = acceptOTP(code, record: &trial, now: now) else { return fail(record: &record, now: now) }
+        record.otp = trial.otp
+        record.pending = nil
+        record.recoveryCodeHashes = recoveryHashes
+        return succeed(method, record: &record, now: now)
+    }
+
     /// Completes `.askService` under the user's lock once the service has answered. An
     /// approval is taken only if the code `codeID` is still the pending one and has not
     /// expired: the first login to come back with it is accepted (the failure its answer
