@@ -272,7 +272,8 @@ public struct Doctor {
         }
         for case (.sudo, .success(let stack)) in stacks {
             let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
-            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
+            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") || $0.arguments.contains("enroll_at_login") })
+            else { continue }
             let missing = installation.sudoers().filter { !names.contains($0) }
             if !missing.isEmpty {
                 add(.warn, "users.sudo", "in the sudo/admin/wheel group but not enrolled, so sudo refuses them: \(missing.joined(separator: ", "))")
@@ -282,7 +283,8 @@ public struct Doctor {
 
     // MARK: PAM
 
-    /// Returns whether the module is enforced in the stack, and whether it has nullok.
+    /// Returns whether the module is enforced in the stack, and whether it lets a user with
+    /// no token be (nullok) or become (enroll_at_login) anything but refused.
     private mutating func checkStack(_ service: Service, _ loaded: Result<PAMStack, SetupError>) -> (Bool, Bool) {
         let check = "pam.\(service)"
         let stack: PAMStack
@@ -349,7 +351,8 @@ public struct Doctor {
                 }
             }
         }
-        return (true, nullok)
+        // Like nullok for "nobody enrolled": a user with no token is offered one, not refused.
+        return (true, nullok || rules.contains { $0.arguments.contains("enroll_at_login") })
     }
 
     /// `exempt_group=` and `exempt_from=` are meant: listed as OK, with a warning where an

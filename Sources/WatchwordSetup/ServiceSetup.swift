@@ -263,14 +263,14 @@ public struct ServiceSetup {
             guard options.force else {
                 throw SetupError(
                     message
-                        + ". Enroll users first (watchword enroll USER --totp), or use --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
+                        + ". Enroll users first (watchword enroll USER --totp), or use --enroll-at-login to have each user set up a token at their next login (the safe way to roll out), or --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
             }
             warn(message + " (going on: --force)")
         }
         if root.isHost, let me = options.invokingUser, !me.isEmpty, !names.isEmpty, !names.contains(me) {
             let message = "you came in as \(me) (through sudo), who is not enrolled: \(me)'s \(service) logins would be refused"
             guard options.force else {
-                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --nullok or --force")
+                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --enroll-at-login, --nullok or --force")
             }
             warn(message + " (going on: --force)")
         }

@@ -194,3 +194,45 @@ def test_enroll_at_login_never_touches_an_enrolled_user(ww, run_pam_conv, accoun
     assert ww.show("wwcarol")["pending"] is None
     assert ww.user_file("wwcarol").read_bytes() != before  # the failure was counted...
     assert secret_of(ww.cli("export", "wwcarol", "--otpauth", "--no-qr").stdout.split()[0]) == secret  # ...the token kept
+
+
+# --- enable --enroll-at-login and doctor ----------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path, pam_module):
+    import shutil
+    from systree import Tree
+    if not shutil.which("sshd", path="/usr/sbin:/usr/bin"):
+        pytest.skip("openssh-server is needed")
+    return Tree(tmp_path / "tree", enrolled=())
+
+
+def test_enable_with_enroll_at_login_needs_nobody_enrolled_and_doctor_checks_the_first_factor(tree):
+    from systree import findings
+    # Nobody is enrolled: without the option enable refuses (all would be shut out).
+    refused = tree.cli("enable", "sudo")
+    assert refused.returncode != 0 and "--enroll-at-login" in refused.stderr, refused.stderr
+    res = tree.cli("enable", "sudo", "--enroll-at-login")
+    assert res.returncode == 0, res.stderr
+    line = [l for l in tree.text("/etc/pam.d/sudo").splitlines() if "pam_watchword.so" in l][0]
+    assert "pam_watchword.so enroll_at_login" in line, line
+    rc, checks = tree.doctor()
+    assert ("/etc/pam.d/sudo:7: enroll_at_login: a user with no token sets one up at login, after the first factor"
+            in findings(checks, "ok", "pam.sudo")), checks
+    assert findings(checks, "fail", "users") == [], checks  # nobody enrolled is expected here
+
+    # The module with nothing before it that checks a password: a warning.
+    text = tree.text("/etc/pam.d/sudo").replace("@include common-auth", "auth required pam_permit.so")
+    tree.write("/etc/pam.d/sudo", text)
+    rc, checks = tree.doctor()
+    assert any("enroll_at_login, but nothing before the module checks a password" in f
+               for f in findings(checks, "warn", "pam.sudo")), checks
+
+
+def test_sshd_with_a_key_first_is_a_first_factor_for_enroll_at_login(tree):
+    from systree import findings
+    res = tree.cli("enable", "sshd", "--with-publickey", "--enroll-at-login")
+    assert res.returncode == 0, res.stderr
+    rc, checks = tree.doctor()
+    assert "enroll_at_login: the public key is the first factor of every way in" in findings(checks, "ok", "sshd.bypass"), checks
+    assert not any("enroll_at_login" in f for f in findings(checks, "warn")), checks
