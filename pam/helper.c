@@ -445,11 +445,13 @@ static int talk(struct run *r, const char *header, size_t header_len,
                 return IO_OK;
             }
         } else if (strncmp(line, "info ", 5) == 0 ||
-                   strncmp(line, "error ", 6) == 0) {
-            /* pam_info or pam_error, unless PAM_SILENT */
-            if ((r->flags & PAM_SILENT) == 0)
+                   strncmp(line, "error ", 6) == 0 ||
+                   strncmp(line, "show ", 5) == 0) {
+            /* pam_info or pam_error, unless PAM_SILENT; show: text the
+             * next prompt needs (a token to enroll), shown as it is */
+            if (line[0] == 's' || (r->flags & PAM_SILENT) == 0)
                 (void)pam_prompt(r->pamh,
-                                 line[0] == 'i' ? PAM_TEXT_INFO : PAM_ERROR_MSG,
+                                 line[0] == 'e' ? PAM_ERROR_MSG : PAM_TEXT_INFO,
                                  NULL, "%s", strchr(line, ' ') + 1);
             set_deadline(r); /* showing it may have blocked (a dialog) */
         } else if (strncmp(line, "log ", 4) == 0) {

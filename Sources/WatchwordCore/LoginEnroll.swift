@@ -51,11 +51,12 @@ extension LoginFlow {
             period: pending.otp.period, counter: pending.otp.counter
         ).string
         conversation.log(.info, "\(who): offered the pending token (expires at \(pending.expires))")
-        conversation.info(Self.enrollIntro)
-        conversation.info(Self.enrollScan)
-        conversation.info(uri)
-        for line in qrCode(uri) ?? [] { conversation.info(line) }
-        conversation.info("Secret: \(Base32.encode(pending.otp.secret))")
+        // `show`: the prompt cannot be answered without it, PAM_SILENT (sudo's default) or not.
+        conversation.show(Self.enrollIntro)
+        conversation.show(Self.enrollScan)
+        conversation.show(uri)
+        for line in qrCode(uri) ?? [] { conversation.show(line) }
+        conversation.show("Secret: \(Base32.encode(pending.otp.secret))")
 
         let answer: [UInt8]
         switch conversation.prompt(Self.prompt) {
@@ -137,9 +138,9 @@ extension LoginFlow {
         case .accepted(let method)?:
             conversation.log(.info, "\(who): accepted (\(method.rawValue)); enrolled at login")
             conversation.accepted(method: method.rawValue)
-            conversation.info(Self.enrollDone)
+            conversation.show(Self.enrollDone)
             for pair in stride(from: 0, to: codes.count, by: 2) {
-                conversation.info("  " + codes[pair..<min(pair + 2, codes.count)].joined(separator: "   "))
+                conversation.show("  " + codes[pair..<min(pair + 2, codes.count)].joined(separator: "   "))
             }
             return .success
         case .rejected(let failures, let lockedFor)?:

@@ -49,6 +49,9 @@ public protocol Conversation {
     /// Asks with echo off.
     mutating func prompt(_ text: String) -> Answer
     mutating func info(_ text: String)
+    /// Info text the user needs to answer the next prompt (a token to enroll): shown even
+    /// where plain info is silenced (PAM_SILENT).
+    mutating func show(_ text: String)
     mutating func error(_ text: String)
     /// A line for the system log (authpriv); never a code or a secret.
     mutating func log(_ priority: LogPriority, _ text: String)
@@ -58,6 +61,7 @@ public protocol Conversation {
 
 extension Conversation {
     public mutating func accepted(method: String) {}
+    public mutating func show(_ text: String) { info(text) }
 }
 
 /// Who is logging in, as PAM told the module.

@@ -178,6 +178,7 @@ struct SocketConversation: Conversation {
     }
 
     mutating func info(_ text: String) { channel.send("info " + clean(text)) }
+    mutating func show(_ text: String) { channel.send("show " + clean(text)) }
     mutating func error(_ text: String) { channel.send("error " + clean(text)) }
 
     mutating func log(_ priority: LogPriority, _ text: String) {

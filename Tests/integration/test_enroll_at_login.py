@@ -236,3 +236,20 @@ def test_sshd_with_a_key_first_is_a_first_factor_for_enroll_at_login(tree):
     rc, checks = tree.doctor()
     assert "enroll_at_login: the public key is the first factor of every way in" in findings(checks, "ok", "sshd.bypass"), checks
     assert not any("enroll_at_login" in f for f in findings(checks, "warn")), checks
+
+
+def test_the_token_is_shown_under_pam_silent_as_the_prompt_is(ww, run_pam_conv):
+    """sudo authenticates with PAM_SILENT by default (its pam_silent); the token must still
+    reach the user, or the prompt after it cannot be answered."""
+    PAM_SILENT = 0x8000
+    ww.cli("enroll", "frank", "--totp", "--at-next-login")
+    wait_for_step_margin(8)
+    res = run_pam_conv(ww.args(), "frank", [RIGHT], flags=PAM_SILENT)
+    assert res.pam_rc == PAM_SUCCESS, res.output
+    assert shown_uri(res) and len(shown_recovery_codes(res)) == 10
+    # Plain info stays silenced: an enrolled user's recovery-code notice is not shown.
+    codes = shown_recovery_codes(res)
+    silent = run_pam_conv(ww.args(), "frank", [codes[0]], flags=PAM_SILENT)
+    assert silent.pam_rc == PAM_SUCCESS and infos(silent) == [], silent.messages
+    loud = run_pam_conv(ww.args(), "frank", [codes[1]])
+    assert loud.pam_rc == PAM_SUCCESS and infos(loud) == ["Recovery code accepted; it cannot be used again."], loud.messages
