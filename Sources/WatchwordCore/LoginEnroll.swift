@@ -13,6 +13,7 @@ extension LoginFlow {
     static let enrollIntro = "Two-factor authentication is required for this account, and it has no token yet."
     static let enrollScan = "Add this token to your authenticator app: scan the QR code, or enter the URI or the secret by hand."
     static let enrollDone = "Your token is set up. Recovery codes (each works once; keep them safe, they are not shown again):"
+    static let enrollSaved = "Press Enter once you have saved them: "
 
     /// The login of a user with no token (`record` nil or not enrolled), or nil when no
     /// enrollment is offered (the login then ends as "not enrolled").
@@ -142,6 +143,9 @@ extension LoginFlow {
             for pair in stride(from: 0, to: codes.count, by: 2) {
                 conversation.show("  " + codes[pair..<min(pair + 2, codes.count)].joined(separator: "   "))
             }
+            // A last prompt carries them: sshd shows info text only with a prompt, and
+            // would drop what comes after the last one. The answer changes nothing.
+            _ = conversation.prompt(Self.enrollSaved)
             return .success
         case .rejected(let failures, let lockedFor)?:
             var line = "\(who): denied: wrong code for the pending token (failure \(failures) of \(config.policy.maxFailures))"

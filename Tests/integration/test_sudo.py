@@ -91,8 +91,11 @@ def test_sudo_shows_a_pending_token_and_enrolls_with_its_first_code(ww, pam_modu
     uri = found.group(0)
     assert "▀" in shown or "█" in shown, shown  # the QR code reached the terminal
     child.sendline(oathtool_totp(secret_of(uri)))
+    child.expect("Press Enter once you have saved them: ")
+    codes = child.before
+    child.sendline("")
     child.expect(pexpect.EOF)
-    out = child.before
+    out = codes + child.before
     child.close()
     assert child.exitstatus == 0, out
     assert "Your token is set up." in out and len(re.findall(r"\b\d{10}\b", out)) == 10, out
