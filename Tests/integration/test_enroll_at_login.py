@@ -254,3 +254,19 @@ def test_the_token_is_shown_under_pam_silent_as_the_prompt_is(ww, run_pam_conv):
     assert silent.pam_rc == PAM_SUCCESS and infos(silent) == [], silent.messages
     loud = run_pam_conv(ww.args(), "frank", [codes[1]])
     assert loud.pam_rc == PAM_SUCCESS and infos(loud) == ["Recovery code accepted; it cannot be used again."], loud.messages
+
+
+def test_status_and_list_show_who_has_a_token_waiting(ww, run_pam_conv):
+    ww.enroll("alice")
+    ww.cli("enroll", "bob", "--totp", "--at-next-login", "--expires", "2d")
+    status = json.loads(ww.cli("status", "--json").stdout)
+    assert list(status["pending"]) == ["bob"], status
+    assert status["pending"]["bob"] - time.time() == pytest.approx(2 * 86400, abs=120)
+    text = ww.cli("status").stdout
+    assert re.search(r"^Pending enrollment:\s+bob \(until ", text, re.M), text
+    rows = {line.split()[0]: line for line in ww.cli("list").stdout.splitlines()[1:]}
+    assert "totp (pending)" in rows["bob"] and "totp (pending)" not in rows["alice"], rows
+    # Once bob confirms it, nobody is waiting.
+    assert run_pam_conv(ww.args(), "bob", [RIGHT, ""]).pam_rc == PAM_SUCCESS
+    assert json.loads(ww.cli("status", "--json").stdout)["pending"] == {}
+    assert re.search(r"^Pending enrollment:\s+none$", ww.cli("status").stdout, re.M)
