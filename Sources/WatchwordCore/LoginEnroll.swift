@@ -155,7 +155,7 @@ extension LoginFlow {
             return .authErr
         case .malformed(let why)?:
             conversation.log(.notice, "\(who): denied: \(why)")
-            conversation.error(answer.isEmpty ? "No code was entered." : "The code must be digits only.")
+            conversation.error(why == "empty answer" ? "No code was entered." : "The code must be digits only.")
             return .authErr
         case .locked(let remaining)?:
             conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")

@@ -200,10 +200,16 @@ public struct LoginFlow {
         var login = Login(
             flow: self, user: user, who: who, phone: phone, makesCodes: makesCodes, key: key,
             hasOTP: hasOTP, hasRecovery: hasRecovery)
+        if record.phone != nil && phone == nil && !hasOTP {
+            // SMS-only, and no provider: say so, and ask for what can still work.
+            conversation.error(Self.noSMSMessage)
+            login.recoveryOnly = true
+        }
         return login.converse(&conversation)
     }
 
     public static let unavailableMessage = "Two-factor authentication is unavailable; contact your administrator."
+    static let noSMSMessage = "Codes cannot be sent by text message now; enter one of your recovery codes."
 
     static func lockedMessage(_ remaining: Int64) -> String {
         "Too many failed codes: try again in \(remaining) seconds."
@@ -223,6 +229,8 @@ private struct Login {
     let hasRecovery: Bool
     /// Made on first use, at most once per login.
     var gateway: SMSGateway? = nil
+    /// Only a recovery code can work (an SMS-only user while no provider is set).
+    var recoveryOnly = false
 
     var config: Config { flow.config }
     var store: any StateStore { flow.store }
@@ -272,7 +280,7 @@ private struct Login {
             prompt = LoginFlow.smsOfferPrompt
             offerSMS = true
         } else {
-            prompt = LoginFlow.prompt
+            prompt = recoveryOnly ? LoginFlow.recoveryPrompt : LoginFlow.prompt
         }
 
         // Each way round the loop either ends the login or uses up the SMS offer or the
@@ -512,7 +520,7 @@ private struct Login {
             return .done(.authErr)
         case .malformed(let why)?:
             conversation.log(.notice, "\(who): denied: \(why)")
-            conversation.error("The code must be digits only.")
+            conversation.error(why == "empty answer" ? "No code was entered." : "The code must be digits only.")
             return .done(.authErr)
         case .locked(let remaining)?:
             conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")
