@@ -6,7 +6,7 @@ set -euo pipefail
 build=(libpam0g-dev libssl-dev libqrencode-dev libcurl4-openssl-dev libpq-dev pkg-config make gcc)
 test=(pamtester libpam-wrapper openssh-server openssh-client sudo expect oathtool
       libpam-google-authenticator libpam-oath python3-pytest python3-pexpect man-db groff-base
-      openssl postgresql pgbouncer zsh)  # pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
+      openssl postgresql pgbouncer zsh zbar-tools)  # zbar-tools: test_qr.py decodes the QR codes; pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
                              # zsh parses the generated completion script
 
 want=("${build[@]}")

@@ -17,6 +17,7 @@
 struct ww_options {
     int nullok;
     int debug;
+    int enroll_at_login; /* offer a token to a user who has none */
     unsigned int timeout; /* seconds, WW_MIN_TIMEOUT..WW_MAX_TIMEOUT */
     const char *helper;   /* absolute paths; point into argv or defaults */
     const char *state_dir;

@@ -88,6 +88,8 @@ int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
             opts->nullok = 1;
         } else if (strcmp(arg, "debug") == 0) {
             opts->debug = 1;
+        } else if (strcmp(arg, "enroll_at_login") == 0) {
+            opts->enroll_at_login = 1;
         } else if (strncmp(arg, "exempt_group=", 13) == 0 ||
                    strncmp(arg, "exempt_from=", 12) == 0) {
             /* Checked for shape here; the helper reads the group and the

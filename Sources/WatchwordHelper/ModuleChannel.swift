@@ -19,6 +19,8 @@ struct Header {
     var debug = false
     /// The module's `timeout=`: the longest it waits for each message; bounds the database.
     var timeout = 30
+    /// The module's `enroll_at_login`: a user with no token is offered one.
+    var enrollAtLogin = false
     /// The module line's `exempt_group=` and `exempt_from=` values, in order.
     var exemptGroups: [String] = []
     var exemptFrom: [String] = []
@@ -131,6 +133,9 @@ struct ModuleChannel {
             case "config_required":
                 guard value == "0" || value == "1" else { throw ProtocolError("bad config_required") }
                 header.configRequired = value == "1"
+            case "enroll_at_login":
+                guard value == "0" || value == "1" else { throw ProtocolError("bad enroll_at_login") }
+                header.enrollAtLogin = value == "1"
             case "debug": header.debug = value == "1"
             case "timeout":
                 guard let seconds = Int(value), (1...600).contains(seconds) else { throw ProtocolError("bad timeout") }
@@ -173,6 +178,7 @@ struct SocketConversation: Conversation {
     }
 
     mutating func info(_ text: String) { channel.send("info " + clean(text)) }
+    mutating func show(_ text: String) { channel.send("show " + clean(text)) }
     mutating func error(_ text: String) { channel.send("error " + clean(text)) }
 
     mutating func log(_ priority: LogPriority, _ text: String) {

@@ -13,6 +13,7 @@ import WatchwordCore
 import WatchwordCrypto
 import WatchwordSMS
 import WatchwordPostgres
+import WatchwordQR
 
 /// The protocol exit status for "cannot run": the module maps it to PAM_AUTHINFO_UNAVAIL.
 let unavailable = LoginOutcome.unavailable.exitStatus
@@ -80,7 +81,10 @@ do {
     let config = try Config.load(path: header.config, required: header.configRequired)
     auditUser = logField(canonicalUserName(shownUser), limit: Int.max)
     let request = LoginRequest(
-        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug)
+        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug,
+        enrollAtLogin: header.enrollAtLogin, accountExists: getpwnam(header.user) != nil)
+    // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
+    let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
     // The provider is made only if this login sends or checks a text.
     let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
     let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
@@ -111,13 +115,15 @@ do {
     } else {
         switch config.store.backend {
         case .files:
-            let store = try FileStore(path: header.stateDir, create: false)
+            let store = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
             stateRoot = store.root
             auditStore = store
-            let flow = LoginFlow(config: config, store: store, smsGateway: gateway)
+            var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
+            flow.qrCode = qrCode
             outcome = flow.run(request, conversation: &conversation)
         case .postgres:
             var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
+            fleet.qrCode = qrCode
             outcome = fleet.run(request, conversation: &conversation, smsGateway: gateway)
             stateRoot = fleet.localRoot
             auditStore = fleet.auditStore

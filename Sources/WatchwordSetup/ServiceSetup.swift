@@ -15,6 +15,8 @@ public struct ServiceSetup {
     public struct Options {
         public var withPublickey = false
         public var nullok = false
+        /// The module's `enroll_at_login`.
+        public var enrollAtLogin = false
         /// `exempt_group=` and `exempt_from=` for the module line.
         public var exemptGroups: [String] = []
         public var exemptFrom: [String] = []
@@ -55,6 +57,7 @@ public struct ServiceSetup {
         }
         var moduleOptions = installation.moduleOptions
         if options.nullok { moduleOptions.insert("nullok", at: 0) }
+        if options.enrollAtLogin { moduleOptions.append("enroll_at_login") }
         for group in options.exemptGroups {
             guard !group.isEmpty, group.utf8.count <= 255, group.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
                 throw SetupError("--exempt-group \(group): not a group name")
@@ -85,7 +88,7 @@ public struct ServiceSetup {
         try checkStack(service, text: desired)
         try checkInstalled()
         try checkLockout(service)
-        if service == .sshd, !options.nullok, case .success(let users) = installation.enrolledUsers() {
+        if service == .sshd, !options.nullok, !options.enrollAtLogin, case .success(let users) = installation.enrolledUsers() {
             let stranded = installation.keyAccountsWithoutCode(
                 enrolled: Set(users.map(\.value)), moduleArguments: moduleOptions)
             if !stranded.isEmpty {
@@ -242,7 +245,8 @@ public struct ServiceSetup {
 
     /// Refuses to lock everybody (or the admin running this) out.
     func checkLockout(_ service: Service) throws(SetupError) {
-        guard !options.nullok else { return }
+        // With enroll_at_login a user with no token sets one up at login: nobody is shut out.
+        guard !options.nullok, !options.enrollAtLogin else { return }
         let users: [UserName]
         switch installation.enrolledUsers() {
         case .success(let list): users = list
@@ -259,14 +263,14 @@ public struct ServiceSetup {
             guard options.force else {
                 throw SetupError(
                     message
-                        + ". Enroll users first (watchword enroll USER --totp), or use --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
+                        + ". Enroll users first (watchword enroll USER --totp), or use --enroll-at-login to have each user set up a token at their next login (the safe way to roll out), or --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
             }
             warn(message + " (going on: --force)")
         }
         if root.isHost, let me = options.invokingUser, !me.isEmpty, !names.isEmpty, !names.contains(me) {
             let message = "you came in as \(me) (through sudo), who is not enrolled: \(me)'s \(service) logins would be refused"
             guard options.force else {
-                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --nullok or --force")
+                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --enroll-at-login, --nullok or --force")
             }
             warn(message + " (going on: --force)")
         }
