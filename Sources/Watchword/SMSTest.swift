@@ -32,7 +32,7 @@ struct SMSTest: ParsableCommand {
         let policy = SMSCodePolicy(settings: config.sms)
         let now = unixTimeNow()
         let refusal = try store.update(name) { (current: inout UserRecord?) throws -> SMSCodePolicy.Refusal? in
-            guard var record = current else { throw CLIError("\(name) is not enrolled") }
+            guard var record = current else { throw CLIError.notEnrolled(name) }
             if let refusal = policy.planTest(for: record, now: now) { return refusal }
             if let refusal = try store.updateSMSGlobal({ policy.takeGlobal(&$0, now: now) }) { return refusal }
             record.sms.sent.record(at: now)

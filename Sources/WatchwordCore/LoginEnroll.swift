@@ -100,9 +100,10 @@ extension LoginFlow {
         }
     }
 
-    /// The issuer of a token made at login: the host name, as a label of letters, digits,
+    /// The issuer of a token made at login: `[enrollment] issuer`, else the host name, as a label of letters, digits,
     /// dots and hyphens (an issuer may hold no ':').
     private func issuerName() -> String {
+        if let issuer = config.enrollmentIssuer { return issuer }
         let name = String(hostName().unicodeScalars.prefix(64).filter { $0.isASCII && $0 != ":" && $0.value > 0x20 && $0.value < 0x7F })
         return name.isEmpty ? "watchword" : name
     }
