@@ -188,35 +188,6 @@ public enum AuditLog {
     }
 }
 
-/// A conversation that passes everything through and remembers, for the audit line, the
-/// last log text (the reason) and the method a code was accepted by.
-public struct AuditingConversation<Base: Conversation>: Conversation {
-    public var base: Base
-    public private(set) var reason: String? = nil
-    public private(set) var method: String? = nil
-
-    public init(_ base: Base) { self.base = base }
-
-    public mutating func prompt(_ text: String) -> Answer { base.prompt(text) }
-    public mutating func info(_ text: String) { base.info(text) }
-    public mutating func show(_ text: String) { base.show(text) }
-    public mutating func error(_ text: String) { base.error(text) }
-    public mutating func log(_ priority: LogPriority, _ text: String) {
-        base.log(priority, text)
-        guard priority != .debug else { return }
-        // "user alice from 192.0.2.7: denied: ..." -> "denied: ..." (user and rhost have fields).
-        if text.hasPrefix("user "), let range = text.firstRange(of: ": ") {
-            reason = String(text[range.upperBound...])
-        } else {
-            reason = text
-        }
-    }
-    public mutating func accepted(method: String) {
-        self.method = method
-        base.accepted(method: method)
-    }
-}
-
 enum FlatJSONValue: Equatable {
     case string(String)
     case int(Int64)

@@ -30,6 +30,21 @@ public enum LoginOutcome: String, Sendable {
     }
 }
 
+/// How one login ended: the outcome, the method that let the user in (on success), and
+/// why, in the words of its log line. Every ending makes one (`Conversation.end`); the
+/// helper writes the audit line and the result line from it, in one place.
+public struct LoginResult: Sendable, Equatable {
+    public var outcome: LoginOutcome
+    public var method: Verdict.Method?
+    public var reason: String?
+
+    public init(_ outcome: LoginOutcome, method: Verdict.Method? = nil, reason: String? = nil) {
+        self.outcome = outcome
+        self.method = method
+        self.reason = reason
+    }
+}
+
 /// One answer from the person logging in.
 public enum Answer: Sendable, Equatable {
     case text([UInt8])
@@ -55,39 +70,40 @@ public protocol Conversation {
     mutating func error(_ text: String)
     /// A line for the system log (authpriv); never a code or a secret.
     mutating func log(_ priority: LogPriority, _ text: String)
-    /// Told which method a code was accepted by (for the audit trail).
-    mutating func accepted(method: String)
 }
 
 extension Conversation {
-    public mutating func accepted(method: String) {}
     public mutating func show(_ text: String) { info(text) }
+
+    /// Ends a login: logs `who: reason` at `priority` and returns the result with that
+    /// reason, so the log line and the audit line say the same thing, written once.
+    public mutating func end(
+        _ outcome: LoginOutcome, _ priority: LogPriority, _ who: String, _ reason: String, method: Verdict.Method? = nil
+    ) -> LoginResult {
+        log(priority, "\(who): \(reason)")
+        return LoginResult(outcome, method: method, reason: reason)
+    }
 }
 
-/// Who is logging in, as PAM told the module.
+/// Who is logging in, as PAM told the module: what the login flow reads of it.
 public struct LoginRequest: Sendable {
     public var user: String
-    public var service: String
+    /// The remote host (PAM_RHOST) or empty, for the log lines.
     public var rhost: String
-    public var tty: String
-    public var debug: Bool
     /// The module's `enroll_at_login`: a user with no token is offered one.
     public var enrollAtLogin: Bool
     /// The system's user database knows the user (a token is made at login only for them).
     public var accountExists: Bool
 
-    public init(
-        user: String, service: String = "", rhost: String = "", tty: String = "", debug: Bool = false,
-        enrollAtLogin: Bool = false, accountExists: Bool = false
-    ) {
+    public init(user: String, rhost: String = "", enrollAtLogin: Bool = false, accountExists: Bool = false) {
         self.user = user
-        self.service = service
         self.rhost = rhost
-        self.tty = tty
-        self.debug = debug
         self.enrollAtLogin = enrollAtLogin
         self.accountExists = accountExists
     }
+
+    /// How log lines name this login: `user NAME[ from RHOST]`.
+    public var who: String { "user \(user)" + (rhost.isEmpty ? "" : " from \(rhost)") }
 }
 
 /// One login: look the user up, refuse if locked, ask for a code (texting one first when
@@ -136,31 +152,27 @@ public struct LoginFlow {
         self.hostName = hostName
     }
 
-    public func run<C: Conversation>(_ request: LoginRequest, conversation: inout C) -> LoginOutcome {
-        let who = "user \(request.user)" + (request.rhost.isEmpty ? "" : " from \(request.rhost)")
+    public func run<C: Conversation>(_ request: LoginRequest, conversation: inout C) -> LoginResult {
+        let who = request.who
         guard let user = try? UserName(request.user) else {
-            conversation.log(.notice, "\(who): denied: not a valid user name")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, "denied: not a valid user name")
         }
         let record: UserRecord?
         do {
             record = try store.load(user)
         } catch {
-            conversation.log(.err, "\(who): denied: \(error)")
             conversation.error(Self.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: \(error)")
         }
         guard let record, record.isEnrolled else {
             if let outcome = enroll(user, record: record, request: request, who: who, conversation: &conversation) {
                 return outcome
             }
-            conversation.log(.info, "\(who): not enrolled")
-            return .notEnrolled
+            return conversation.end(.notEnrolled, .info, who, "not enrolled")
         }
         if let remaining = record.lockoutRemaining(at: now()) {
-            conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")
             conversation.error(Self.lockedMessage(remaining))
-            return .maxtries
+            return conversation.end(.maxtries, .notice, who, "denied: locked out for \(remaining) more seconds")
         }
 
         // SMS takes part only for a user with a phone when a provider is configured.
@@ -176,9 +188,8 @@ public struct LoginFlow {
         let hasOTP = record.otp != nil
         let hasRecovery = !record.recoveryCodeHashes.isEmpty
         if phone == nil && !hasOTP && !hasRecovery {
-            conversation.log(.err, "\(who): denied: SMS is the only method and sms.provider is \"none\"")
             conversation.error(Self.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: SMS is the only method and sms.provider is \"none\"")
         }
 
         var key: SymmetricKey? = nil
@@ -186,14 +197,12 @@ public struct LoginFlow {
             do {
                 key = try store.recoveryKey(create: false)
             } catch {
-                conversation.log(.err, "\(who): denied: \(error)")
                 conversation.error(Self.unavailableMessage)
-                return .unavailable
+                return conversation.end(.unavailable, .err, who, "denied: \(error)")
             }
             if key == nil {
-                conversation.log(.err, "\(who): denied: \(FileStore.keyFile) is missing")
                 conversation.error(Self.unavailableMessage)
-                return .unavailable
+                return conversation.end(.unavailable, .err, who, "denied: \(FileStore.keyFile) is missing")
             }
         }
 
@@ -253,8 +262,8 @@ private struct Login {
     enum Delivery {
         /// A code is on its way, or one sent moments ago is still good.
         case codeOnItsWay
-        /// Nothing was sent; the login ends with this outcome unless another method is used.
-        case notSent(LoginOutcome)
+        /// Nothing was sent; the login ends so unless another method is used.
+        case notSent(LoginResult)
     }
 
     /// The prompt after a text could not be sent or a code not checked, or nil when the
@@ -263,7 +272,7 @@ private struct Login {
         hasOTP ? LoginFlow.prompt : hasRecovery ? LoginFlow.recoveryPrompt : nil
     }
 
-    mutating func converse<C: Conversation>(_ conversation: inout C) -> LoginOutcome {
+    mutating func converse<C: Conversation>(_ conversation: inout C) -> LoginResult {
         var prompt: String
         var offerSMS = false
         var fallbackUsed = false
@@ -289,11 +298,9 @@ private struct Login {
             let answer: [UInt8]
             switch conversation.prompt(prompt) {
             case .failed:
-                conversation.log(.notice, "\(who): denied: the conversation failed")
-                return .convErr
+                return conversation.end(.convErr, .notice, who, "denied: the conversation failed")
             case .tooLong:
-                conversation.log(.notice, "\(who): denied: answer too long to be a code")
-                return .authErr
+                return conversation.end(.authErr, .notice, who, "denied: answer too long to be a code")
             case .text(let bytes):
                 answer = bytes
             }
@@ -328,7 +335,7 @@ private struct Login {
     /// Texts a code if the limits allow: reserves the send under the user's lock (and the
     /// global lock), then talks to the provider with no lock held.
     mutating func deliver<C: Conversation>(_ conversation: inout C) -> Delivery {
-        guard let phone else { return .notSent(.authErr) }
+        guard let phone else { return .notSent(LoginResult(.authErr, reason: "denied: no phone number")) }
         let policy = SMSCodePolicy(settings: config.sms)
         let now = flow.now()
         let plan: SMSCodePolicy.Plan?
@@ -363,23 +370,20 @@ private struct Login {
                 return (plan, code, codeID)
             }
         } catch {
-            conversation.log(.err, "\(who): denied: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .notSent(.unavailable)
+            return .notSent(conversation.end(.unavailable, .err, who, "denied: \(error)"))
         }
 
         switch plan {
         case nil:
-            conversation.log(.notice, "\(who): denied: removed while logging in")
-            return .notSent(.authErr)
+            return .notSent(conversation.end(.authErr, .notice, who, "denied: removed while logging in"))
         case .reuse(let ago)?:
-            conversation.log(.info, "\(who): no new SMS (code sent \(ago) seconds ago is still valid)")
             conversation.info("A code was sent to \(phone.masked) \(SMSCodePolicy.duration(ago)) ago; it is still valid.")
+            conversation.log(.info, "\(who): no new SMS (code sent \(ago) seconds ago is still valid)")
             return .codeOnItsWay
         case .refused(let refusal)?:
-            conversation.log(.notice, "\(who): no SMS sent: \(refusal.reason) (\(refusal.wait) seconds to wait)")
             conversation.error("No new code can be sent yet: please wait \(SMSCodePolicy.duration(refusal.wait)).")
-            return .notSent(.authErr)
+            return .notSent(conversation.end(.authErr, .notice, who, "no SMS sent: \(refusal.reason) (\(refusal.wait) seconds to wait)"))
         case .send?:
             break
         }
@@ -398,10 +402,9 @@ private struct Login {
                 try service.start(to: phone, template: template)
             }
         } catch {
-            conversation.log(.err, "\(who): SMS to \(phone.masked) not sent (\(provider)): \(error)")
             conversation.error(sendFailedMessage)
             if let codeID { forgetPendingCode(codeID) }
-            return .notSent(.unavailable)
+            return .notSent(conversation.end(.unavailable, .err, who, "SMS to \(phone.masked) not sent (\(provider)): \(error)"))
         }
         conversation.log(.info, "\(who): SMS code sent to \(phone.masked) (\(provider))")
         return .codeOnItsWay
@@ -434,9 +437,9 @@ private struct Login {
     // MARK: Checking
 
     enum CheckResult {
-        case done(LoginOutcome)
+        case done(LoginResult)
         /// The SMS service could not check the code; another method may still be tried.
-        case serviceFailed(LoginOutcome)
+        case serviceFailed(LoginResult)
     }
 
     mutating func check<C: Conversation>(_ answer: [UInt8], _ conversation: inout C) -> CheckResult {
@@ -467,16 +470,15 @@ private struct Login {
                 do {
                     approved = try loadGateway().verificationService.check(code, for: phone)
                 } catch {
-                    var line = "\(who): SMS code not checked (\(config.sms.provider.rawValue)): \(error); "
+                    var reason = "SMS code not checked (\(config.sms.provider.rawValue)): \(error); "
                         + "counted as a wrong answer (failure \(failures) of \(config.policy.maxFailures))"
-                    if let lockedFor { line += "; locked out for \(lockedFor) seconds" }
-                    conversation.log(.err, line)
+                    if let lockedFor { reason += "; locked out for \(lockedFor) seconds" }
                     if let lockedFor {
                         conversation.error(LoginFlow.lockedMessage(lockedFor))
-                        return .done(.maxtries)
+                        return .done(conversation.end(.maxtries, .err, who, reason))
                     }
                     conversation.error("The code could not be checked; try again later.")
-                    return .serviceFailed(.unavailable)
+                    return .serviceFailed(conversation.end(.unavailable, .err, who, reason))
                 }
                 if approved {
                     verdict = try store.update(user) { (current: inout UserRecord?) -> Verdict? in
@@ -497,39 +499,33 @@ private struct Login {
                 }
             }
         } catch {
-            conversation.log(.err, "\(who): denied: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .done(.unavailable)
+            return .done(conversation.end(.unavailable, .err, who, "denied: \(error)"))
         }
         switch verdict {
         case nil:
-            conversation.log(.notice, "\(who): denied: removed while logging in")
-            return .done(.authErr)
+            return .done(conversation.end(.authErr, .notice, who, "denied: removed while logging in"))
         case .accepted(let method)?:
-            conversation.log(.info, "\(who): accepted (\(method.rawValue))")
-            conversation.accepted(method: method.rawValue)
+            let result = conversation.end(.success, .info, who, "accepted (\(method.rawValue))", method: method)
             if method == .recovery {
                 conversation.info("Recovery code accepted; it cannot be used again.")
             }
-            return .done(.success)
+            return .done(result)
         case .rejected(let failures, let lockedFor)?:
-            var line = "\(who): denied: wrong, reused or expired code (failure \(failures) of \(config.policy.maxFailures))"
-            if let lockedFor { line += "; locked out for \(lockedFor) seconds" }
-            conversation.log(.notice, line)
+            var reason = "denied: wrong, reused or expired code (failure \(failures) of \(config.policy.maxFailures))"
+            if let lockedFor { reason += "; locked out for \(lockedFor) seconds" }
+            let result = conversation.end(.authErr, .notice, who, reason)
             if let note { conversation.log(.debug, "\(who): \(note)") }
-            return .done(.authErr)
+            return .done(result)
         case .malformed(let why)?:
-            conversation.log(.notice, "\(who): denied: \(why)")
             conversation.error(why == "empty answer" ? "No code was entered." : "The code must be digits only.")
-            return .done(.authErr)
+            return .done(conversation.end(.authErr, .notice, who, "denied: \(why)"))
         case .locked(let remaining)?:
-            conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")
             conversation.error(LoginFlow.lockedMessage(remaining))
-            return .done(.maxtries)
+            return .done(conversation.end(.maxtries, .notice, who, "denied: locked out for \(remaining) more seconds"))
         case .askService?:
             // finishServiceCheck never asks again; reaching this is a bug, and bugs deny.
-            conversation.log(.err, "\(who): denied: the SMS check did not complete")
-            return .done(.authErr)
+            return .done(conversation.end(.authErr, .err, who, "denied: the SMS check did not complete"))
         }
     }
 

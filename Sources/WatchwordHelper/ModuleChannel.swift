@@ -11,7 +11,6 @@ struct Header {
     var user = ""
     var service = ""
     var rhost = ""
-    var tty = ""
     var stateDir = ""
     var config = ""
     /// The module line named the config (`config=`): it must exist.
@@ -127,7 +126,6 @@ struct ModuleChannel {
             case "user": header.user = value
             case "service": header.service = value
             case "rhost": header.rhost = value
-            case "tty": header.tty = value
             case "state_dir": header.stateDir = value
             case "config": header.config = value
             case "config_required":

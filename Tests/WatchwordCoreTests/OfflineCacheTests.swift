@@ -56,9 +56,9 @@ import WatchwordOTP
         let flow = LoginFlow(config: Config(), store: store, now: { later })
         let code = Fixture.code(at: later)
         var first = ScriptedConversation(answers: [code])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &first) == .success)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &first).outcome == .success)
         var replay = ScriptedConversation(answers: [code])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &replay) == .authErr)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &replay).outcome == .authErr)
         let entry = try #require(try cache.entry(Fixture.alice))
         #expect(entry.offlineEvents)
         #expect(entry.lastStep == UInt64(later) / 30)
@@ -76,7 +76,7 @@ import WatchwordOTP
         let store = CachedStore(cache: cache, recoveryKey: nil, now: { Fixture.now })
         let flow = LoginFlow(config: Config(), store: store, now: { Fixture.now })
         var conversation = ScriptedConversation(answers: [Fixture.code(at: Fixture.now)])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &conversation) == .success)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &conversation).outcome == .success)
         // The hashes it could not check are still there for when the key is back.
         #expect(try cache.entry(Fixture.alice)?.recoveryCodeHashes.count == 1)
     }
