@@ -86,7 +86,10 @@ let package = Package(
         .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto", "LinkLibcrypto"]),
         .testTarget(
             name: "WatchwordCoreTests",
-            dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles", "LinkLibcrypto"]),
+            // WatchwordPostgres: the fleet's offline cache is tested here, with Core's fixtures.
+            dependencies: [
+                "WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordPostgres", "WatchwordTestDoubles", "LinkLibcrypto",
+            ]),
         .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore", "LinkLibcrypto"]),
         .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup", "LinkLibcrypto"]),
         .testTarget(name: "WatchwordPostgresTests", dependencies: ["WatchwordPostgres", "WatchwordCrypto", "LinkLibcrypto"]),

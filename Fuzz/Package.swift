@@ -30,6 +30,6 @@ let package = Package(
         fuzzTarget("FuzzConfig", ["WatchwordCore"]),
         fuzzTarget("FuzzOTPAuthURI", ["WatchwordOTP"]),
         fuzzTarget("FuzzBase32", ["WatchwordOTP"]),
-        fuzzTarget("FuzzOfflineCache", ["WatchwordCore"]),
+        fuzzTarget("FuzzOfflineCache", ["WatchwordCore", "WatchwordPostgres"]),
     ]
 )

@@ -3,27 +3,6 @@ import Glibc
 #endif
 import WatchwordCore
 
-/// One line of `watchword doctor`.
-public struct Finding: Sendable, Equatable {
-    public enum Status: String, Sendable, Comparable {
-        case ok = "OK", warn = "WARN", fail = "FAIL"
-        public static func < (a: Status, b: Status) -> Bool {
-            let order: [Status] = [.ok, .warn, .fail]
-            return order.firstIndex(of: a)! < order.firstIndex(of: b)!
-        }
-    }
-    public let status: Status
-    /// A stable name for scripts: `install.helper`, `pam.sshd`, `sshd.bypass`, ...
-    public let check: String
-    public let detail: String
-
-    public init(_ status: Status, _ check: String, _ detail: String) {
-        self.status = status
-        self.check = check
-        self.detail = detail
-    }
-}
-
 /// `watchword doctor`: whether this machine really asks for the second factor, and what is
 /// in the way. Reads only; runs `sshd -T` and `timedatectl show`.
 public struct Doctor {

@@ -2,6 +2,7 @@ import Testing
 import WatchwordCore
 import WatchwordCrypto
 import WatchwordOTP
+import WatchwordPostgres
 
 /// The fleet's offline cache: keyed hashes instead of the secret, the login flow on top of
 /// it, and what is sent back to the database afterwards.
