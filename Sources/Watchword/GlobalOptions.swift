@@ -141,12 +141,7 @@ func writeStandardError(_ text: String) {
 }
 
 /// The local host name, for the default issuer.
-func hostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "watchword" }
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return name.isEmpty ? "watchword" : name
-}
+func hostName() -> String { systemHostName() ?? "watchword" }
 
 /// Whether the system knows this user (a warning only: directory users may be resolved later).
 func systemHasUser(_ user: UserName) -> Bool {

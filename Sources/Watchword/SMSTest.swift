@@ -47,9 +47,9 @@ struct SMSTest: ParsableCommand {
         do {
             switch try makeSMSGateway(config.sms, showCommandOutput: true) {
             case .sender(let sender):
-                try sender.send(SMSMessage.test(host: systemHostName()), to: phone)
+                try sender.send(SMSMessage.test(host: hostName()), to: phone)
             case .verification(let service):
-                try service.start(to: phone, template: SMSMessage.testTemplate(host: systemHostName()))
+                try service.start(to: phone, template: SMSMessage.testTemplate(host: hostName()))
             }
         } catch {
             throw CLIError("not sent to \(phone.masked) through \(provider): \(error)")

@@ -79,10 +79,7 @@ public func auditField(_ text: String, limit: Int = 255) -> String {
 
 /// This host's name as the audit trail records it.
 public func auditHostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "?" }
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return name.isEmpty ? "?" : auditField(name)
+    systemHostName().map { auditField($0) } ?? "?"
 }
 
 /// Who ran an admin command: the invoking login, not the root it runs as.

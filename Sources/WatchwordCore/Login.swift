@@ -227,11 +227,3 @@ extension SMSGateway {
         }
     }
 }
-
-/// This machine's host name, for the text message.
-public func systemHostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "this host" }
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return name.isEmpty ? "this host" : name
-}

@@ -143,7 +143,7 @@ public struct LoginFlow {
         smsGateway: @escaping () throws(SMSError) -> SMSGateway = { () throws(SMSError) -> SMSGateway in
             throw SMSError(.unavailable, "this program was built without SMS providers")
         },
-        hostName: @escaping () -> String = systemHostName
+        hostName: @escaping () -> String = { systemHostName() ?? "this host" }
     ) {
         self.config = config
         self.store = store

@@ -43,11 +43,8 @@ public struct ForeignFile: Sendable {
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ForeignFileError(path, "\(String(cString: strerror(errno)))")
-            }
+            let n = buffer.withUnsafeMutableBytes { raw in retryingOnInterrupt { Glibc.read(fd, raw.baseAddress, raw.count) } }
+            if n < 0 { throw ForeignFileError(path, "\(String(cString: strerror(errno)))") }
             if n == 0 { break }
             bytes += buffer[0..<n]
             guard bytes.count <= limit else { throw ForeignFileError(path, "larger than \(limit) bytes") }
