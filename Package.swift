@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "WatchwordCore", targets: ["WatchwordCore", "LinkLibcrypto"]),
         .library(name: "WatchwordOTP", targets: ["WatchwordOTP", "LinkLibcrypto"]),
         .library(name: "WatchwordPostgres", targets: ["WatchwordPostgres", "LinkLibcrypto"]),
+        .library(name: "WatchwordImport", targets: ["WatchwordImport", "LinkLibcrypto"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -48,6 +49,9 @@ let package = Package(
             name: "WatchwordCore", dependencies: ["WatchwordOTP", "WatchwordCrypto"],
             swiftSettings: [.define("WATCHWORD_TEST_HOOKS", .when(configuration: .debug))]),
 
+        // The google-authenticator and pam_oath files `watchword import` reads: files users
+        // own, parsed strictly; a library of its own, unit-tested and fuzzed (Fuzz/).
+        .target(name: "WatchwordImport", dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto"]),
         // enable/disable/doctor: PAM stack and sshd_config parsing, editing and checks. The CLI
         // only; the helper never links it.
         .target(name: "WatchwordSetup", dependencies: ["WatchwordCore"]),
@@ -79,15 +83,20 @@ let package = Package(
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR", "LinkLibcrypto",
+                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR", "WatchwordImport",
+                "LinkLibcrypto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
         .testTarget(name: "WatchwordOTPTests", dependencies: ["WatchwordOTP", "WatchwordCrypto", "LinkLibcrypto"]),
         .testTarget(
             name: "WatchwordCoreTests",
-            dependencies: ["WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordTestDoubles", "LinkLibcrypto"]),
+            // WatchwordPostgres: the fleet's offline cache is tested here, with Core's fixtures.
+            dependencies: [
+                "WatchwordCore", "WatchwordOTP", "WatchwordCrypto", "WatchwordPostgres", "WatchwordTestDoubles", "LinkLibcrypto",
+            ]),
         .testTarget(name: "WatchwordSMSTests", dependencies: ["WatchwordSMS", "WatchwordCore", "LinkLibcrypto"]),
+        .testTarget(name: "WatchwordImportTests", dependencies: ["WatchwordImport", "WatchwordCore", "WatchwordOTP", "LinkLibcrypto"]),
         .testTarget(name: "WatchwordSetupTests", dependencies: ["WatchwordSetup", "LinkLibcrypto"]),
         .testTarget(name: "WatchwordPostgresTests", dependencies: ["WatchwordPostgres", "WatchwordCrypto", "LinkLibcrypto"]),
     ]

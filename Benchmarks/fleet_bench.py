@@ -168,7 +168,7 @@ class Fleet:
     def populate(self, n: int) -> None:
         """n users with one secret in the file store (one enrolled by the CLI, copied for the
         rest, as pam_bench.py does), then all of them imported into the database."""
-        self.ww("enroll", "u0", "--totp", "--secret", SECRET_B32, "--json")
+        self.ww("enroll", "--allow-unknown-user", "u0", "--totp", "--secret", SECRET_B32, "--json")
         users = self.files_state / "users"
         template = (users / "u0").read_text()
         for i in range(1, n):

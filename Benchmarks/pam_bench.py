@@ -163,7 +163,7 @@ class Setup:
 
     def populate_watchword(self, state: Path, n: int, prefix: str = "u") -> None:
         """Enrolls one user with the CLI, then copies its record for the rest (same secret)."""
-        subprocess.run([self.cli, "enroll", f"{prefix}0", "--totp", "--secret", SECRET_B32, "--json",
+        subprocess.run([self.cli, "enroll", "--allow-unknown-user", f"{prefix}0", "--totp", "--secret", SECRET_B32, "--json",
                         "--state-dir", state, "--config", self.config], check=True, capture_output=True)
         template = (state / "users" / f"{prefix}0").read_text()
         users = state / "users"

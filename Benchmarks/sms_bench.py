@@ -58,9 +58,9 @@ def main() -> None:
     os.chmod(config, 0o600)
     cli = [str(BUILD / "watchword"), "--state-dir", str(state), "--config", str(config)]
     for i in range(3 * n):
-        subprocess.run([cli[0], "enroll", f"s{i}", "--sms", f"+1415555{i:04d}", *cli[1:]], check=True,
+        subprocess.run([cli[0], "enroll", "--allow-unknown-user", f"s{i}", "--sms", f"+1415555{i:04d}", *cli[1:]], check=True,
                        capture_output=True)
-    subprocess.run([cli[0], "enroll", "t0", "--totp", *cli[1:]], check=True, capture_output=True)
+    subprocess.run([cli[0], "enroll", "--allow-unknown-user", "t0", "--totp", *cli[1:]], check=True, capture_output=True)
     services = base / "pam.d"
     services.mkdir()
     (services / "bench").write_text(f"auth required {MODULE} helper={helper} state_dir={state} config={config}\n")

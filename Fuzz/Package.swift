@@ -30,6 +30,8 @@ let package = Package(
         fuzzTarget("FuzzConfig", ["WatchwordCore"]),
         fuzzTarget("FuzzOTPAuthURI", ["WatchwordOTP"]),
         fuzzTarget("FuzzBase32", ["WatchwordOTP"]),
-        fuzzTarget("FuzzOfflineCache", ["WatchwordCore"]),
+        fuzzTarget("FuzzGoogleAuthenticatorFile", ["WatchwordImport", "WatchwordCore"]),
+        fuzzTarget("FuzzOathUsersFile", ["WatchwordImport", "WatchwordCore", "WatchwordOTP"]),
+        fuzzTarget("FuzzOfflineCache", ["WatchwordCore", "WatchwordPostgres"]),
     ]
 )

@@ -8,7 +8,7 @@
 #   bash Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # TARGET is one of the names below (state-file config otpauth-uri base32 offline-cache
-# module-protocol);
+# google-authenticator oath module-protocol);
 # all of them when none is given. FUZZ_FLAGS adds libFuzzer options, e.g.
 # FUZZ_FLAGS="-jobs=2 -workers=2". FUZZ_WORK_DIR keeps the growing corpora there (one
 # directory per target) instead of in a temporary directory, so a campaign can go on later.
@@ -27,6 +27,8 @@ targets=(
     "otpauth-uri FuzzOTPAuthURI"
     "base32 FuzzBase32"
     "offline-cache FuzzOfflineCache -max_len=65536"
+    "google-authenticator FuzzGoogleAuthenticatorFile -max_len=8192"
+    "oath FuzzOathUsersFile -max_len=16384"
     "module-protocol fuzz-module-protocol"
 )
 wanted=("$@")

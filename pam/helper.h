@@ -22,7 +22,6 @@ struct ww_login {
     const char *user; /* validated by the caller */
     const char *service;
     const char *rhost; /* may be NULL */
-    const char *tty;   /* may be NULL */
 };
 
 /*

@@ -146,7 +146,7 @@ int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
 WW_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
                                   const char **argv) {
     struct ww_options opts;
-    struct ww_login login = {NULL, NULL, NULL, NULL};
+    struct ww_login login = {NULL, NULL, NULL};
     enum ww_outcome outcome = WW_OUTCOME_NONE;
     const char *reason = NULL;
     char shown_user[WW_MAX_USER + 1], shown_service[64], shown_rhost[256];
@@ -155,7 +155,6 @@ WW_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
     /* Best effort, for the log line; the real checks come below. */
     (void)pam_get_item(pamh, PAM_SERVICE, (const void **)&login.service);
     (void)pam_get_item(pamh, PAM_RHOST, (const void **)&login.rhost);
-    (void)pam_get_item(pamh, PAM_TTY, (const void **)&login.tty);
 
     if (ww_parse_options(pamh, argc, argv, &opts) != 0) {
         reason = "invalid module options";

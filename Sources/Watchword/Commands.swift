@@ -53,33 +53,47 @@ struct List: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        let store: any StateStore
-        do {
-            store = try global.open(create: false).1
-        } catch is NoStateDirectory {
-            print(output.json ? "[]" : "No users enrolled.")
-            return
-        }
+        // A state directory that does not exist is an error (a wrong --state-dir), not an
+        // empty list.
+        let store = try global.open(create: false).1
         let now = unixTimeNow()
-        let records = try store.allRecords()
+        // Every user that can be read; one that cannot is reported, not the end of the list.
+        var records: [UserRecord] = []
+        var unreadable: [(String, String)] = []
+        do {
+            records = try store.allRecords()
+        } catch {
+            for name in try store.users() {
+                do {
+                    if let record = try store.load(name) { records.append(record) }
+                } catch {
+                    unreadable.append((name.value, "\(error)"))
+                }
+            }
+        }
+        defer {
+            for (name, why) in unreadable { writeStandardError("watchword: \(name): cannot be read: \(why)\n") }
+        }
         if output.json {
-            print(JSON.array(records.map { describe($0, now: now) }).rendered)
-            return
-        }
-        guard !records.isEmpty else {
+            let rows = records.map { describe($0, now: now) }
+                + unreadable.map { JSON.object([("user", .string($0.0)), ("error", .string($0.1))]) }
+            print(JSON.array(rows).rendered)
+        } else if records.isEmpty && unreadable.isEmpty {
             print("No users enrolled.")
-            return
+        } else {
+            var rows = [["USER", "METHOD", "PHONE", "RECOVERY", "FAILURES", "LOCKED", "LAST LOGIN"]]
+            for record in records {
+                let locked = record.lockoutRemaining(at: now).map { "\($0) s" } ?? "no"
+                rows.append([
+                    record.user.value, methodText(record), record.phone?.masked ?? "-",
+                    String(record.recoveryCodeHashes.count),
+                    String(record.failures), locked, formatTime(record.lastSuccess),
+                ])
+            }
+            for (name, _) in unreadable { rows.append([name, "UNREADABLE", "-", "-", "-", "-", "-"]) }
+            printTable(rows)
         }
-        var rows = [["USER", "METHOD", "PHONE", "RECOVERY", "FAILURES", "LOCKED", "LAST LOGIN"]]
-        for record in records {
-            let locked = record.lockoutRemaining(at: now).map { "\($0) s" } ?? "no"
-            rows.append([
-                record.user.value, methodText(record), record.phone?.masked ?? "-",
-                String(record.recoveryCodeHashes.count),
-                String(record.failures), locked, formatTime(record.lastSuccess),
-            ])
-        }
-        printTable(rows)
+        if !unreadable.isEmpty { throw ExitCode(1) }
     }
 }
 
@@ -144,7 +158,7 @@ struct Remove: ParsableCommand {
         let name = user.user
         _ = try requireRecord(store, name)
         try store.update(name) { (record: inout UserRecord?) throws in
-            guard record != nil else { throw CLIError("\(name) is not enrolled") }
+            guard record != nil else { throw CLIError.notEnrolled(name) }
             record = nil
         }
         print("Removed \(name).")

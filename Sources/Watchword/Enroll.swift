@@ -55,6 +55,16 @@ struct Enroll: ParsableCommand {
     var expires: String?
     @Flag(help: "Replace an existing token or phone number.")
     var force = false
+    @Flag(
+        name: .customLong("if-missing"),
+        help: "Do nothing, and exit 0, when the user is already enrolled (for configuration management).")
+    var ifMissing = false
+    @Flag(
+        name: .customLong("allow-unknown-user"),
+        help: "Enroll a name this host's user database does not know (an account made later, or only on other hosts).")
+    var allowUnknownUser = false
+    @Flag(name: .customLong("no-qr"), help: "Print no QR code (the URI and secret are printed).")
+    var noQR = false
     @OptionGroup var output: OutputOptions
 
     var otpKind: OTPEnrollment.Kind? { totp ? .totp : hotp ? .hotp : nil }
@@ -89,11 +99,10 @@ struct Enroll: ParsableCommand {
         guard (1...3600).contains(period) else { throw ValidationError("--period must be 1 to 3600 seconds") }
         if hotp && period != 30 { throw ValidationError("--period applies to --totp only") }
         if totp && counter != 0 { throw ValidationError("--counter applies to --hotp only") }
-        if let issuer {
-            guard !issuer.isEmpty, issuer.utf8.count <= 128,
-                !issuer.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == ":" })
-            else { throw ValidationError("--issuer must be 1 to 128 characters without ':' or control characters") }
+        if let issuer, !Config.isValidIssuer(issuer) {
+            throw ValidationError("--issuer must be 1 to 128 characters without ':' or control characters")
         }
+        if ifMissing && force { throw ValidationError("give at most one of --if-missing and --force") }
         if let secret {
             do {
                 let bytes = try Base32.decode(secret)
@@ -109,13 +118,32 @@ struct Enroll: ParsableCommand {
     }
 
     func run() throws {
-        let (config, store) = try global.open(create: true)
         let name = user.user
+        // Before anything is made: a typo would enroll a ghost and leave the real user as
+        // unprotected as before.
+        if !allowUnknownUser && !systemHasUser(name) {
+            throw CLIError(
+                "no system account named '\(name)' on this host: a typo? (--allow-unknown-user enrolls the name anyway)")
+        }
+        let (config, store) = try global.open(create: true)
         let phone = try sms.map { try PhoneNumber($0) }
+        if ifMissing, let existing = try store.load(name), existing.isEnrolled || existing.pending?.isAlive(at: unixTimeNow()) == true {
+            if output.json {
+                print(JSON.object([("user", .string(name.value)), ("changed", .bool(false))]).rendered)
+            } else {
+                print("\(name) is already enrolled; nothing changed (--if-missing).")
+            }
+            return
+        }
+        // Warnings come before the secret and the QR code, where they are seen.
+        if phone != nil && config.sms.provider == .none {
+            writeStandardError(
+                "watchword: warning: sms.provider is \"none\" in \(global.configPath); no texts are sent until a provider is set\n")
+        }
 
         var enrollment: OTPEnrollment? = nil
         var secretBytes: [UInt8] = []
-        let issuerName = issuer ?? hostName()
+        let issuerName = issuer ?? config.enrollmentIssuer ?? hostName()
         if let otpKind {
             if let secret {
                 secretBytes = try Base32.decode(secret)
@@ -142,16 +170,22 @@ struct Enroll: ParsableCommand {
         guard let key = try store.recoveryKey(create: true) else { throw CLIError("could not make the recovery key") }
         let fresh = try RecoveryCodes.generate()
         let now = unixTimeNow()
-        // The recovery codes issued now; empty when an SMS-only change kept the old ones.
-        let codes: [String] = try store.update(name) { (record: inout UserRecord?) throws -> [String] in
+        // The recovery codes issued now (empty when an SMS-only change kept the old ones), and
+        // whether they replace codes the user had.
+        let (codes, replacedCodes): ([String], Bool) = try store.update(name) { (record: inout UserRecord?) throws -> ([String], Bool) in
             let existing = record
             if let phone, let old = existing?.phone, old != phone, !force {
-                throw CLIError("\(name) already has the phone number \(old.masked); use --force to replace it")
+                throw CLIError(
+                    "\(name) already has the phone number \(old.masked); use --force to replace it",
+                    status: CLIError.alreadyEnrolledStatus)
             }
             if let enrollment {
                 if existing?.otp != nil, !force {
-                    throw CLIError("\(name) is already enrolled; use --force to replace the token and recovery codes")
+                    throw CLIError(
+                        "\(name) is already enrolled; use --force to replace the token and recovery codes",
+                        status: CLIError.alreadyEnrolledStatus)
                 }
+                let hadCodes = !(existing?.recoveryCodeHashes.isEmpty ?? true)
                 var replaced = UserRecord(user: name, created: existing?.created ?? now)
                 replaced.otp = enrollment
                 replaced.recoveryCodeHashes = fresh.map { RecoveryCodes.hash($0, user: name, key: key) }
@@ -160,22 +194,22 @@ struct Enroll: ParsableCommand {
                 replaced.sms = existing?.sms ?? SMSState()
                 if replaced.phone != existing?.phone { replaced.sms.pending = nil }
                 record = replaced
-                return fresh
+                return (fresh, hadCodes)
             }
-            guard let phone else { return [] }
+            guard let phone else { return ([], false) }
             if var current = existing {
                 if current.phone != phone {
                     current.phone = phone
                     current.sms.pending = nil
                 }
                 record = current
-                return []
+                return ([], false)
             }
             var created = UserRecord(user: name, created: now)
             created.phone = phone
             created.recoveryCodeHashes = fresh.map { RecoveryCodes.hash($0, user: name, key: key) }
             record = created
-            return fresh
+            return (fresh, false)
         }
 
         let uri = enrollment.map { _ in
@@ -192,6 +226,7 @@ struct Enroll: ParsableCommand {
             if let uri { pairs.append(("otpauth_uri", .string(uri))) }
             if let phone { pairs.append(("phone", .string(phone.e164))) }
             pairs.append(("recovery_codes", .array(codes.map { .string($0) })))
+            pairs.append(("recovery_codes_replaced", .bool(replacedCodes)))
             print(JSON.object(pairs).rendered)
         } else {
             if let uri {
@@ -202,7 +237,7 @@ struct Enroll: ParsableCommand {
                 print("Enrolled \(name) (\(kind)).")
                 print("Add it to an authenticator app: scan the QR code, or enter the URI or secret.")
                 print(uri)
-                if let qr = terminalQRCode(uri) { print(qr, terminator: "") }
+                if !noQR, let qr = terminalQRCode(uri) { print(qr, terminator: "") }
                 print("Secret (base32): \(Base32.encode(secretBytes))")
             }
             if let phone {
@@ -211,16 +246,12 @@ struct Enroll: ParsableCommand {
             if codes.isEmpty {
                 print("The token (if any) and the recovery codes are unchanged.")
             } else {
+                if replacedCodes {
+                    print("\(name)'s previous recovery codes no longer work: these replace them.")
+                }
                 print("Recovery codes (each works once; keep them safe, they are not shown again):")
                 for code in codes { print("  \(code)") }
             }
-        }
-        if phone != nil && config.sms.provider == .none {
-            writeStandardError(
-                "watchword: warning: sms.provider is \"none\" in \(global.configPath); no texts are sent until a provider is set\n")
-        }
-        if !systemHasUser(name) {
-            writeStandardError("watchword: warning: no system account named '\(name)' (yet)\n")
         }
     }
 }
@@ -253,7 +284,8 @@ extension Enroll {
             if enrolled {
                 guard force else {
                     throw CLIError(
-                        "\(name) is already enrolled; --force replaces the token, recovery codes and phone number with a token shown at the next login")
+                        "\(name) is already enrolled; --force replaces the token, recovery codes and phone number with a token shown at the next login",
+                        status: CLIError.alreadyEnrolledStatus)
                 }
                 // The user now has nothing but the pending token; the SMS limits keep counting.
                 current.otp = nil

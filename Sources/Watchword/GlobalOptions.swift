@@ -92,21 +92,35 @@ struct UserArgument: ParsableArguments {
     }
 }
 
-/// An error the CLI reports as `watchword: MESSAGE` with exit status 1.
+/// An error the CLI reports as `watchword: MESSAGE`, with exit status 1 or one of the
+/// documented statuses scripts can tell apart (watchword(8), EXIT STATUS).
 struct CLIError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    let status: Int32
+    init(_ description: String, status: Int32 = 1) {
+        self.description = description
+        self.status = status
+    }
+
+    /// The user has a token (or phone or recovery codes) and the command would replace it.
+    static let alreadyEnrolledStatus: Int32 = 3
+    /// The user has no enrollment to show, change or remove.
+    static let notEnrolledStatus: Int32 = 4
+
+    static func notEnrolled(_ user: UserName) -> CLIError {
+        CLIError("\(user) is not enrolled", status: notEnrolledStatus)
+    }
 }
 
 /// The state directory does not exist yet: nobody is enrolled.
 struct NoStateDirectory: Error, CustomStringConvertible {
     let path: String
-    var description: String { "no state directory at \(path): nobody is enrolled yet" }
+    var description: String { "no state directory at \(path) (a wrong --state-dir, or nobody has been enrolled here yet)" }
 }
 
 /// Loads a record or fails with a clear message when the user is not enrolled.
 func requireRecord(_ store: any StateStore, _ user: UserName) throws -> UserRecord {
-    guard let record = try store.load(user) else { throw CLIError("\(user) is not enrolled") }
+    guard let record = try store.load(user) else { throw CLIError.notEnrolled(user) }
     return record
 }
 
@@ -115,7 +129,7 @@ func requireRecord(_ store: any StateStore, _ user: UserName) throws -> UserReco
 func updateEnrolled<R>(_ store: any StateStore, _ user: UserName, _ body: (inout UserRecord) throws -> R) throws -> R {
     _ = try requireRecord(store, user)
     return try store.update(user) { (record: inout UserRecord?) throws -> R in
-        guard var current = record else { throw CLIError("\(user) is not enrolled") }
+        guard var current = record else { throw CLIError.notEnrolled(user) }
         let result = try body(&current)
         record = current
         return result
@@ -127,12 +141,7 @@ func writeStandardError(_ text: String) {
 }
 
 /// The local host name, for the default issuer.
-func hostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "watchword" }
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return name.isEmpty ? "watchword" : name
-}
+func hostName() -> String { systemHostName() ?? "watchword" }
 
 /// Whether the system knows this user (a warning only: directory users may be resolved later).
 func systemHasUser(_ user: UserName) -> Bool {

@@ -3,6 +3,7 @@ import ArgumentParser
 import Glibc
 #endif
 import WatchwordCore
+import WatchwordImport
 import WatchwordOTP
 
 /// `watchword import`: take users' tokens over from another PAM module, so they keep
@@ -402,4 +403,8 @@ struct Importer {
 func octalMode(_ mode: UInt32) -> String {
     let digits = String(mode & 0o7777, radix: 8)
     return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+}
+
+extension ImportProblem {
+    var json: JSON { .object([("source", .string(source)), ("message", .string(message))]) }
 }

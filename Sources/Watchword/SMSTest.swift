@@ -32,7 +32,7 @@ struct SMSTest: ParsableCommand {
         let policy = SMSCodePolicy(settings: config.sms)
         let now = unixTimeNow()
         let refusal = try store.update(name) { (current: inout UserRecord?) throws -> SMSCodePolicy.Refusal? in
-            guard var record = current else { throw CLIError("\(name) is not enrolled") }
+            guard var record = current else { throw CLIError.notEnrolled(name) }
             if let refusal = policy.planTest(for: record, now: now) { return refusal }
             if let refusal = try store.updateSMSGlobal({ policy.takeGlobal(&$0, now: now) }) { return refusal }
             record.sms.sent.record(at: now)
@@ -47,9 +47,9 @@ struct SMSTest: ParsableCommand {
         do {
             switch try makeSMSGateway(config.sms, showCommandOutput: true) {
             case .sender(let sender):
-                try sender.send(SMSMessage.test(host: systemHostName()), to: phone)
+                try sender.send(SMSMessage.test(host: hostName()), to: phone)
             case .verification(let service):
-                try service.start(to: phone, template: SMSMessage.testTemplate(host: systemHostName()))
+                try service.start(to: phone, template: SMSMessage.testTemplate(host: hostName()))
             }
         } catch {
             throw CLIError("not sent to \(phone.masked) through \(provider): \(error)")

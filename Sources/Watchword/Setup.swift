@@ -1,5 +1,6 @@
 import ArgumentParser
 import WatchwordCore
+import WatchwordPostgres
 import WatchwordSetup
 
 #if canImport(Glibc)

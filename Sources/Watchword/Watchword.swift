@@ -44,7 +44,7 @@ extension Watchword {
             }
             if let audited = command as? any AuditedCommand { auditAdminAction(audited, error: nil) }
         } catch let error as CLIError {
-            fail(error.description)
+            fail(error.description, status: error.status)
         } catch let error as StoreError {
             fail(error.description)
         } catch let error as ConfigError {
@@ -60,8 +60,8 @@ extension Watchword {
         }
     }
 
-    static func fail(_ message: String) -> Never {
+    static func fail(_ message: String, status: Int32 = 1) -> Never {
         writeStandardError("watchword: \(message)\n")
-        Glibc.exit(1)
+        Glibc.exit(status)
     }
 }

@@ -79,10 +79,7 @@ public func auditField(_ text: String, limit: Int = 255) -> String {
 
 /// This host's name as the audit trail records it.
 public func auditHostName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    guard gethostname(&buffer, buffer.count - 1) == 0 else { return "?" }
-    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return name.isEmpty ? "?" : auditField(name)
+    systemHostName().map { auditField($0) } ?? "?"
 }
 
 /// Who ran an admin command: the invoking login, not the root it runs as.
@@ -185,35 +182,6 @@ public enum AuditLog {
             }
         }
         return (entries, corrupt)
-    }
-}
-
-/// A conversation that passes everything through and remembers, for the audit line, the
-/// last log text (the reason) and the method a code was accepted by.
-public struct AuditingConversation<Base: Conversation>: Conversation {
-    public var base: Base
-    public private(set) var reason: String? = nil
-    public private(set) var method: String? = nil
-
-    public init(_ base: Base) { self.base = base }
-
-    public mutating func prompt(_ text: String) -> Answer { base.prompt(text) }
-    public mutating func info(_ text: String) { base.info(text) }
-    public mutating func show(_ text: String) { base.show(text) }
-    public mutating func error(_ text: String) { base.error(text) }
-    public mutating func log(_ priority: LogPriority, _ text: String) {
-        base.log(priority, text)
-        guard priority != .debug else { return }
-        // "user alice from 192.0.2.7: denied: ..." -> "denied: ..." (user and rhost have fields).
-        if text.hasPrefix("user "), let range = text.firstRange(of: ": ") {
-            reason = String(text[range.upperBound...])
-        } else {
-            reason = text
-        }
-    }
-    public mutating func accepted(method: String) {
-        self.method = method
-        base.accepted(method: method)
     }
 }
 

@@ -5,8 +5,17 @@ public struct Config: Sendable, Equatable {
     public var policy = Policy()
     public var sms = SMSSettings()
     public var store = StoreSettings()
+    /// `[enrollment] issuer`: the name apps show above the account for every token made
+    /// (enroll, enroll_at_login); nil means this host's name.
+    public var enrollmentIssuer: String?
 
     public init() {}
+
+    /// An issuer is 1 to 128 characters, none of them ':' or a control character.
+    public static func isValidIssuer(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 128
+            && !text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == ":" })
+    }
 }
 
 /// `[policy]`: the TOTP window and the lockout rules.
@@ -182,9 +191,18 @@ extension Config {
             "store.postgres.offline_max_age", StoreSettings.offlineMaxAgeRange, default: 86_400)
         config.store.postgresOfflineRecovery = try reader.bool("store.postgres.offline_recovery", default: false)
 
+        let issuer = try reader.string("enrollment.issuer")
+        if !issuer.isEmpty || document.entries["enrollment.issuer"] != nil {
+            guard Config.isValidIssuer(issuer) else {
+                let line = document.entries["enrollment.issuer"].map { "line \($0.line): " } ?? ""
+                throw ConfigError("\(path): \(line)enrollment.issuer must be 1 to 128 characters without ':' or control characters")
+            }
+            config.enrollmentIssuer = issuer
+        }
+
         try reader.rejectUnknown(tables: [
             "policy", "sms", "sms.command", "sms.twilio", "sms.twilio-verify", "sms.nomado", "store",
-            "store.postgres",
+            "store.postgres", "enrollment",
         ])
         try config.checkProvider(path: path, document: document)
         return config

@@ -19,7 +19,7 @@ extension LoginFlow {
     /// enrollment is offered (the login then ends as "not enrolled").
     func enroll<C: Conversation>(
         _ user: UserName, record: UserRecord?, request: LoginRequest, who: String, conversation: inout C
-    ) -> LoginOutcome? {
+    ) -> LoginResult? {
         let now = now()
         var pending = record?.pending.flatMap { $0.isAlive(at: now) ? $0 : nil }
         if pending == nil {
@@ -31,19 +31,16 @@ extension LoginFlow {
             switch makePending(user, now: now) {
             case .made(let made): pending = made
             case .enrolledMeanwhile:
-                conversation.log(.notice, "\(who): denied: enrolled while this login ran; log in again")
-                return .authErr
+                return conversation.end(.authErr, .notice, who, "denied: enrolled while this login ran; log in again")
             case .failed(let error):
-                conversation.log(.err, "\(who): denied: \(error)")
                 conversation.error(Self.unavailableMessage)
-                return .unavailable
+                return conversation.end(.unavailable, .err, who, "denied: \(error)")
             }
         }
         guard let pending else { return nil }
         if let remaining = record?.lockoutRemaining(at: now) {
-            conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")
             conversation.error(Self.lockedMessage(remaining))
-            return .maxtries
+            return conversation.end(.maxtries, .notice, who, "denied: locked out for \(remaining) more seconds")
         }
 
         let uri = OTPAuthURI(
@@ -62,11 +59,9 @@ extension LoginFlow {
         let answer: [UInt8]
         switch conversation.prompt(Self.prompt) {
         case .failed:
-            conversation.log(.notice, "\(who): denied: the conversation failed")
-            return .convErr
+            return conversation.end(.convErr, .notice, who, "denied: the conversation failed")
         case .tooLong:
-            conversation.log(.notice, "\(who): denied: answer too long to be a code")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, "denied: answer too long to be a code")
         case .text(let bytes):
             answer = bytes
         }
@@ -100,16 +95,17 @@ extension LoginFlow {
         }
     }
 
-    /// The issuer of a token made at login: the host name, as a label of letters, digits,
+    /// The issuer of a token made at login: `[enrollment] issuer`, else the host name, as a label of letters, digits,
     /// dots and hyphens (an issuer may hold no ':').
     private func issuerName() -> String {
+        if let issuer = config.enrollmentIssuer { return issuer }
         let name = String(hostName().unicodeScalars.prefix(64).filter { $0.isASCII && $0 != ":" && $0.value > 0x20 && $0.value < 0x7F })
         return name.isEmpty ? "watchword" : name
     }
 
     private func confirm<C: Conversation>(
         _ user: UserName, _ answer: [UInt8], pending: PendingEnrollment, who: String, conversation: inout C
-    ) -> LoginOutcome {
+    ) -> LoginResult {
         let verifier = Verifier(policy: config.policy)
         let codes: [String]
         let verdict: Verdict?
@@ -128,17 +124,14 @@ extension LoginFlow {
                 return verdict
             }
         } catch {
-            conversation.log(.err, "\(who): denied: \(error)")
             conversation.error(Self.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: \(error)")
         }
         switch verdict {
         case nil:
-            conversation.log(.notice, "\(who): denied: the pending token is gone (confirmed by another login, replaced or expired)")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, "denied: the pending token is gone (confirmed by another login, replaced or expired)")
         case .accepted(let method)?:
-            conversation.log(.info, "\(who): accepted (\(method.rawValue)); enrolled at login")
-            conversation.accepted(method: method.rawValue)
+            let result = conversation.end(.success, .info, who, "accepted (\(method.rawValue)); enrolled at login", method: method)
             conversation.show(Self.enrollDone)
             for pair in stride(from: 0, to: codes.count, by: 2) {
                 conversation.show("  " + codes[pair..<min(pair + 2, codes.count)].joined(separator: "   "))
@@ -146,24 +139,20 @@ extension LoginFlow {
             // A last prompt carries them: sshd shows info text only with a prompt, and
             // would drop what comes after the last one. The answer changes nothing.
             _ = conversation.prompt(Self.enrollSaved)
-            return .success
+            return result
         case .rejected(let failures, let lockedFor)?:
-            var line = "\(who): denied: wrong code for the pending token (failure \(failures) of \(config.policy.maxFailures))"
-            if let lockedFor { line += "; locked out for \(lockedFor) seconds" }
-            conversation.log(.notice, line)
+            var reason = "denied: wrong code for the pending token (failure \(failures) of \(config.policy.maxFailures))"
+            if let lockedFor { reason += "; locked out for \(lockedFor) seconds" }
             conversation.error("Wrong code. The same token is offered at your next login.")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, reason)
         case .malformed(let why)?:
-            conversation.log(.notice, "\(who): denied: \(why)")
             conversation.error(why == "empty answer" ? "No code was entered." : "The code must be digits only.")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, "denied: \(why)")
         case .locked(let remaining)?:
-            conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")
             conversation.error(Self.lockedMessage(remaining))
-            return .maxtries
+            return conversation.end(.maxtries, .notice, who, "denied: locked out for \(remaining) more seconds")
         case .askService?:
-            conversation.log(.err, "\(who): denied: unexpected verdict")
-            return .authErr
+            return conversation.end(.authErr, .err, who, "denied: unexpected verdict")
         }
     }
 }

@@ -38,8 +38,18 @@ public protocol StateStore: Sendable {
     /// The user's record as it is now, or nil when not enrolled; takes no lock.
     func load(_ user: UserName) throws(StoreError) -> UserRecord?
 
-    /// Runs `body` on the user's record under an exclusive lock and stores what it leaves:
-    /// a changed record is written atomically, nil removes it.
+    /// Runs `body` on the user's record and stores what it leaves (a changed record is
+    /// written atomically, nil removes it), so that what the body decided stands on the
+    /// record as stored: as if under an exclusive lock held from the read to the write.
+    ///
+    /// The body may run more than once: the file store runs it once under the user's lock
+    /// file; the database store runs it first on the row as last read, without a lock, and
+    /// again under the row lock when the row changed meanwhile (compare and swap). Only its
+    /// last run's record and return value count, so a body must have no effect outside
+    /// them: whatever it makes (random codes, an identity) it returns, and it keeps nothing
+    /// from an earlier run. The one exception is `updateSMSGlobal` called from inside it:
+    /// every store counts that once (the database store lets it run only under the row
+    /// lock, in the same transaction; `test_fleet.py` holds it to that).
     func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R
 
     /// Every enrolled user, sorted.

@@ -10,7 +10,7 @@ import WatchwordCrypto
 /// error comes back as the `StoreError` that denies a login.
 extension SecureDirectory {
     /// The subdirectory, or nil when it is missing and `create` is not set.
-    func optionalSubdirectory(_ name: String, create: Bool) throws(StoreError) -> SecureDirectory? {
+    public func optionalSubdirectory(_ name: String, create: Bool) throws(StoreError) -> SecureDirectory? {
         do {
             return try subdirectory(name, create: create)
         } catch .system(let e) where e.errno == ENOENT && !create {
@@ -21,7 +21,7 @@ extension SecureDirectory {
     }
 
     /// A file read under the trust rules and parsed, or nil when it does not exist.
-    func readParsed<T>(
+    public func readParsed<T>(
         _ name: String, limit: Int, _ parse: ([UInt8]) throws(StateFormatError) -> T
     ) throws(StoreError) -> T? {
         let bytes: [UInt8]?
@@ -41,7 +41,7 @@ extension SecureDirectory {
     /// A key file of 32 random bytes. Missing: nil, or with `create` made under the lock
     /// `locks/LOCKNAME` (a name no user can have) so that two callers make one key;
     /// `locks/` itself is made only with `makeLocks` (else no key without it).
-    func keyFile(_ name: String, create: Bool, lockName: String, makeLocks: Bool) throws(StoreError) -> SymmetricKey? {
+    public func keyFile(_ name: String, create: Bool, lockName: String, makeLocks: Bool) throws(StoreError) -> SymmetricKey? {
         func parseKey(_ bytes: [UInt8]) throws(StateFormatError) -> SymmetricKey {
             guard bytes.count == 32 else { throw StateFormatError(line: 0, message: "key is \(bytes.count) bytes, not 32") }
             return SymmetricKey(bytes: bytes)
@@ -64,7 +64,7 @@ extension SecureDirectory {
     }
 
     /// Writes a key file atomically (callers hold its lock or own the only writer).
-    func writeKey(_ name: String, _ bytes: [UInt8]) throws(StoreError) {
+    public func writeKey(_ name: String, _ bytes: [UInt8]) throws(StoreError) {
         do {
             try writeAtomically(name, bytes)
         } catch {

@@ -21,9 +21,10 @@ public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Retries a system call while it fails with EINTR; the one place that loop lives.
+/// Retries a system call while it fails with EINTR; the one place that loop lives, for
+/// every target above Core (WatchwordCrypto, below it, has its one getrandom loop).
 @inline(__always)
-func retryingOnInterrupt<T: BinaryInteger>(_ body: () -> T) -> T {
+public func retryingOnInterrupt<T: BinaryInteger>(_ body: () -> T) -> T {
     while true {
         let result = body()
         if result == -1 && errno == EINTR { continue }
@@ -36,6 +37,22 @@ public func unixTimeNow() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return Int64(ts.tv_sec)
+}
+
+/// Seconds on the monotonic clock (CLOCK_MONOTONIC): for deadlines and timeouts, which a
+/// change of the wall clock must not stretch or cut.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// This machine's host name, or nil when it cannot be read or is empty.
+public func systemHostName() -> String? {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+    let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return name.isEmpty ? nil : name
 }
 
 /// Whether both the real and the effective user are root.

@@ -11,7 +11,6 @@ struct Header {
     var user = ""
     var service = ""
     var rhost = ""
-    var tty = ""
     var stateDir = ""
     var config = ""
     /// The module line named the config (`config=`): it must exist.
@@ -44,13 +43,7 @@ struct ModuleChannel {
     /// Reads more bytes into the buffer; false at end of stream or on error.
     private mutating func fill() -> Bool {
         var chunk = [UInt8](repeating: 0, count: 4096)
-        let n = chunk.withUnsafeMutableBytes { raw in
-            while true {
-                let r = recv(fd, raw.baseAddress, raw.count, 0)
-                if r < 0 && errno == EINTR { continue }
-                return r
-            }
-        }
+        let n = chunk.withUnsafeMutableBytes { raw in retryingOnInterrupt { recv(fd, raw.baseAddress, raw.count, 0) } }
         guard n > 0 else { return false }
         buffer.append(contentsOf: chunk[0..<n])
         return true
@@ -83,8 +76,9 @@ struct ModuleChannel {
         bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == EINTR { continue }
+                let n = retryingOnInterrupt {
+                    Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                }
                 if n <= 0 { return }
                 offset += n
             }
@@ -127,7 +121,6 @@ struct ModuleChannel {
             case "user": header.user = value
             case "service": header.service = value
             case "rhost": header.rhost = value
-            case "tty": header.tty = value
             case "state_dir": header.stateDir = value
             case "config": header.config = value
             case "config_required":

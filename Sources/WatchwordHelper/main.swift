@@ -58,8 +58,7 @@ do {
     refuse("bad header from the module: \(error)")
 }
 
-var conversation = AuditingConversation(SocketConversation(channel: channel, debug: header.debug))
-let outcome: LoginOutcome
+var conversation = SocketConversation(channel: channel, debug: header.debug)
 /// `text` as one log field: printable ASCII other than space, anything else replaced by
 /// "?", at most `limit` characters (as the module writes its result line). The user name,
 /// service and remote host are chosen by whoever logs in; this keeps them from forging a
@@ -74,84 +73,99 @@ let shownUser = logField(header.user, limit: Int.max)
 // Used for the log and the audit trail only (as the module's own line shows them).
 let shownService = logField(header.service, limit: 63)
 let shownRhost = logField(header.rhost, limit: 255)
-var auditUser = shownUser
-var stateRoot: SecureDirectory? = nil
-var auditStore: (any StateStore)? = nil
-do {
-    let config = try Config.load(path: header.config, required: header.configRequired)
-    auditUser = logField(canonicalUserName(shownUser), limit: Int.max)
-    let request = LoginRequest(
-        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug,
-        enrollAtLogin: header.enrollAtLogin, accountExists: getpwnam(header.user) != nil)
-    // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
-    let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
-    // The provider is made only if this login sends or checks a text.
-    let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
-    let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
-    let exemptReason = exemptions.reason(rhost: header.rhost) { group in
-        let member = systemUserIsMember(auditUser, of: group)
-        if member == nil { conversation.log(.warning, "exempt_group=\(logField(group, limit: 255)): no such group") }
-        return member
-    }
-    if let exemptReason {
-        // Not asked, whatever the state says; the state is opened for the audit line only.
-        conversation.log(.info, "user \(auditUser)\(shownRhost.isEmpty ? "" : " from \(shownRhost)"): \(exemptReason)")
-        outcome = .exempt
-        switch config.store.backend {
-        case .files:
-            let store = try? FileStore(path: header.stateDir, create: false)
-            stateRoot = store?.root
-            auditStore = store
-        case .postgres:
-            let db = PostgresStore(settings: DatabaseSettings(
-                config.store, timeoutSeconds: header.timeout, applicationName: "watchword-helper"))
-            do {
-                try db.open()
-                auditStore = db
-            } catch {
-                conversation.log(.warning, "audit line of an exempt login not sent to the database: \(error)")
-            }
+
+/// Where the login's audit line goes: the store the login used (the state directory it
+/// opened and checked, or the database), else the state directory's path, walked again
+/// (and failing the same way, which is logged).
+enum AuditTarget {
+    case store(any StateStore)
+    case directory(SecureDirectory)
+    case path(String)
+
+    func append(_ entry: AuditEntry) throws {
+        switch self {
+        case .store(let store): try store.appendAudit(entry)
+        case .directory(let root): try AuditLog.append(entry, in: root)
+        case .path(let path): try AuditLog.append(entry, stateDirectory: path)
         }
-    } else {
+    }
+}
+
+/// The login: the config, then an exemption, the file store or the fleet.
+func login(_ request: inout LoginRequest, conversation: inout SocketConversation) -> (LoginResult, AuditTarget) {
+    var audit = AuditTarget.path(header.stateDir)
+    do {
+        let config = try Config.load(path: header.config, required: header.configRequired)
+        request.user = logField(canonicalUserName(shownUser), limit: Int.max)
+        request.accountExists = getpwnam(header.user) != nil
+        let user = request.user
+        // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
+        let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
+        // The provider is made only if this login sends or checks a text.
+        let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
+        let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
+        let exemptReason = exemptions.reason(rhost: header.rhost) { group in
+            let member = systemUserIsMember(user, of: group)
+            if member == nil { conversation.log(.warning, "exempt_group=\(logField(group, limit: 255)): no such group") }
+            return member
+        }
+        if let exemptReason {
+            // Not asked, whatever the state says; the store is opened for the audit line only.
+            switch config.store.backend {
+            case .files:
+                if let store = try? FileStore(path: header.stateDir, create: false) { audit = .store(store) }
+            case .postgres:
+                let db = PostgresStore(settings: DatabaseSettings(
+                    config.store, timeoutSeconds: header.timeout, applicationName: "watchword-helper"))
+                do {
+                    try db.open()
+                    audit = .store(db)
+                } catch {
+                    conversation.log(.warning, "audit line of an exempt login not sent to the database: \(error)")
+                }
+            }
+            return (conversation.end(.exempt, .info, request.who, exemptReason), audit)
+        }
         switch config.store.backend {
         case .files:
             let store = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
-            stateRoot = store.root
-            auditStore = store
+            audit = .store(store)
             var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
             flow.qrCode = qrCode
-            outcome = flow.run(request, conversation: &conversation)
+            return (flow.run(request, conversation: &conversation), audit)
         case .postgres:
             var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
             fleet.qrCode = qrCode
-            outcome = fleet.run(request, conversation: &conversation, smsGateway: gateway)
-            stateRoot = fleet.localRoot
-            auditStore = fleet.auditStore
+            let result = fleet.run(request, conversation: &conversation, smsGateway: gateway)
+            if let store = fleet.auditStore {
+                audit = .store(store)
+            } else if let root = fleet.localRoot {
+                audit = .directory(root)
+            }
+            return (result, audit)
         }
+    } catch {
+        conversation.error(LoginFlow.unavailableMessage)
+        return (conversation.end(.unavailable, .err, request.who, "denied: \(error)"), audit)
     }
-} catch {
-    conversation.log(.err, "denied: \(error)")
-    conversation.error("Two-factor authentication is unavailable; contact your administrator.")
-    outcome = .unavailable
 }
-// The audit line; failing to write it changes no outcome (it is logged to syslog instead).
-let entry = AuditEntry(
-    time: unixTimeNow(), event: "login", user: auditUser, service: shownService, rhost: shownRhost,
-    method: outcome == .success ? conversation.method : nil, outcome: outcome.rawValue, reason: conversation.reason,
-    host: auditHostName())
-do {
-    // Through the store the login used (the state directory it already opened and checked,
-    // or the database); walk the path again only when no store could be opened (then that
-    // walk fails the same way and is logged).
-    if let auditStore {
-        try auditStore.appendAudit(entry)
-    } else if let stateRoot {
-        try AuditLog.append(entry, in: stateRoot)
-    } else {
-        try AuditLog.append(entry, stateDirectory: header.stateDir)
+
+/// Where every login ends: its audit line (failing to write it changes no outcome; it is
+/// logged instead), the result line, and the exit status the module checks against it.
+func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, conversation: inout SocketConversation) -> Never {
+    let entry = AuditEntry(
+        time: unixTimeNow(), event: "login", user: request.user, service: shownService, rhost: shownRhost,
+        method: result.outcome == .success ? result.method?.rawValue : nil, outcome: result.outcome.rawValue,
+        reason: result.reason, host: auditHostName())
+    do {
+        try audit.append(entry)
+    } catch {
+        conversation.log(.err, "audit log not written: \(error)")
     }
-} catch {
-    conversation.base.log(.err, "audit log not written: \(error)")
+    conversation.channel.send("result \(header.nonce) \(result.outcome.rawValue)")
+    exit(result.outcome.exitStatus)
 }
-conversation.base.channel.send("result \(header.nonce) \(outcome.rawValue)")
-exit(outcome.exitStatus)
+
+var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
+let (result, audit) = login(&request, conversation: &conversation)
+finish(result, request: request, audit: audit, conversation: &conversation)

@@ -330,7 +330,7 @@ extension Libpq {
         }
         guard let conn else { return .failure(DatabaseError(.failed, "out of memory")) }
         _ = setNoticeProcessor(conn, { _, _ in }, nil)
-        let deadline = Self.now() + Double(plan.connectTimeout)
+        let deadline = monotonicSeconds() + Double(plan.connectTimeout)
         var opened = false
         var state = PGRES_POLLING_WRITING
         func message() -> String {
@@ -356,7 +356,7 @@ extension Libpq {
                 finish(conn)
                 return .failure(DatabaseError(opened ? .failed : .unreachable, why))
             }
-            let remaining = deadline - Self.now()
+            let remaining = deadline - monotonicSeconds()
             if remaining <= 0 {
                 finish(conn)
                 return .failure(
@@ -378,9 +378,4 @@ extension Libpq {
         }
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }

@@ -30,8 +30,8 @@ public struct FleetLogin {
     public mutating func run<C: Conversation>(
         _ request: LoginRequest, conversation: inout C,
         smsGateway: @escaping () throws(SMSError) -> SMSGateway
-    ) -> LoginOutcome {
-        let who = "user \(request.user)" + (request.rhost.isEmpty ? "" : " from \(request.rhost)")
+    ) -> LoginResult {
+        let who = request.who
         var cache: OfflineCache? = nil
         do {
             // Made when missing: it holds the offline cache and the fleet marker.
@@ -58,9 +58,8 @@ public struct FleetLogin {
                 conversation.log(.warning, "\(error): checking \(who) against this host's offline cache")
                 return offline(request, who: who, cache: cache, conversation: &conversation)
             }
-            conversation.log(.err, "\(who): denied: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: \(error)")
         }
         for line in notes.lines { conversation.log(.warning, line) }
         auditStore = db
@@ -75,12 +74,12 @@ public struct FleetLogin {
 
         var flow = LoginFlow(config: config, store: db, smsGateway: smsGateway)
         flow.qrCode = qrCode
-        let outcome = flow.run(request, conversation: &conversation)
+        let result = flow.run(request, conversation: &conversation)
 
         // Bring this host's cache up to date with what the database holds now. Not after a
         // login the database could not serve (a schema of another version, a broken
         // connection): it said nothing about the record, so the cache stays as it was.
-        if let cache, outcome != .unavailable, let user = try? UserName(request.user) {
+        if let cache, result.outcome != .unavailable, let user = try? UserName(request.user) {
             do {
                 if try cache.fleetRecoveryKey() == nil, let key = try db.recoveryKey(create: false) {
                     try cache.saveFleetRecoveryKey(key)
@@ -101,7 +100,7 @@ public struct FleetLogin {
                 conversation.log(.warning, "\(who): offline cache not refreshed\(dropped ? " (entry dropped)" : ""): \(error)")
             }
         }
-        return outcome
+        return result
     }
 
     private final class Notes { var lines: [String] = [] }
@@ -109,10 +108,9 @@ public struct FleetLogin {
     /// The login while the database is down, from this host's cache.
     private mutating func offline<C: Conversation>(
         _ request: LoginRequest, who: String, cache: OfflineCache, conversation: inout C
-    ) -> LoginOutcome {
+    ) -> LoginResult {
         guard let user = try? UserName(request.user) else {
-            conversation.log(.notice, "\(who): denied: not a valid user name")
-            return .authErr
+            return conversation.end(.authErr, .notice, who, "denied: not a valid user name")
         }
         let entry: OfflineEntry?
         let recoveryKey: SymmetricKey?
@@ -121,42 +119,39 @@ public struct FleetLogin {
             // Recovery codes offline only when the config says so (store.postgres.offline_recovery).
             recoveryKey = config.store.postgresOfflineRecovery ? try cache.fleetRecoveryKey() : nil
         } catch {
-            conversation.log(.err, "\(who): denied: offline cache: \(error)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: offline cache: \(error)")
         }
         let now = unixTimeNow()
         guard let entry else {
-            conversation.log(.err, "\(who): denied: not in this host's offline cache (no contact with the database yet)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .unavailable
+            return conversation.end(.unavailable, .err, who, "denied: not in this host's offline cache (no contact with the database yet)")
         }
         let age = now - entry.written
         guard age <= Int64(config.store.postgresOfflineMaxAge) else {
-            conversation.log(
-                .err,
-                "\(who): denied: this host's offline cache for the user is \(age) s old, older than store.postgres.offline_max_age (\(config.store.postgresOfflineMaxAge) s)")
             conversation.error(LoginFlow.unavailableMessage)
-            return .unavailable
+            return conversation.end(
+                .unavailable, .err, who,
+                "denied: this host's offline cache for the user is \(age) s old, older than store.postgres.offline_max_age (\(config.store.postgresOfflineMaxAge) s)")
         }
         let codesLive = entry.codes.map { codes in
             entry.kind == .hotp || codes.end > UInt64(max(now, 0)) / UInt64(max(entry.period, 1))
         } ?? false
         let recoveryLive = !entry.recoveryCodeHashes.isEmpty && recoveryKey != nil
         guard codesLive || recoveryLive else {
-            conversation.log(
-                .err, "\(who): denied: this host's offline cache for the user ran out (last refreshed \(entry.written))")
             conversation.error(LoginFlow.unavailableMessage)
-            return .unavailable
+            return conversation.end(
+                .unavailable, .err, who, "denied: this host's offline cache for the user ran out (last refreshed \(entry.written))")
         }
         let store = CachedStore(cache: cache, recoveryKey: recoveryKey)
         auditStore = store
         var flowConfig = config
         flowConfig.sms.provider = .none
         let flow = LoginFlow(config: flowConfig, store: store)
-        let outcome = flow.run(request, conversation: &conversation)
+        let result = flow.run(request, conversation: &conversation)
         // The cache holds only enrolled users; anything else is not a way in.
-        return outcome == .notEnrolled ? .unavailable : outcome
+        guard result.outcome == .notEnrolled else { return result }
+        return conversation.end(.unavailable, .err, who, "denied: not enrolled in this host's offline cache")
     }
 }
 

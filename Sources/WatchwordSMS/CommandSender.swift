@@ -125,7 +125,7 @@ struct CommandSender: SMSSender {
             throw SMSError(.commandFailed, "command \(program) could not be run: \(String(cString: strerror(spawned)))")
         }
 
-        let deadline = monotonicMilliseconds() + Int64(timeoutSeconds) * 1000
+        let deadline = monotonicSeconds() + Double(timeoutSeconds)
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, WNOHANG)
@@ -133,10 +133,10 @@ struct CommandSender: SMSSender {
             if r < 0 && errno != EINTR {
                 throw SMSError(.commandFailed, "command \(program): waitpid: \(String(cString: strerror(errno)))")
             }
-            if monotonicMilliseconds() >= deadline {
+            if monotonicSeconds() >= deadline {
                 kill(-pid, SIGKILL)
                 kill(pid, SIGKILL)
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
                 return .timedOut
             }
             var pause = timespec(tv_sec: 0, tv_nsec: 5_000_000)
@@ -238,9 +238,4 @@ struct CommandSender: SMSSender {
         return unsafeBitCast(symbol, to: AddCloseFrom.self)
     }()
 
-    static func monotonicMilliseconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
 }

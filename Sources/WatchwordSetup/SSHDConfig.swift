@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import WatchwordCore
 
 /// One directive of an sshd_config file.
 public struct SSHDLine: Sendable, Equatable {
@@ -327,8 +328,7 @@ struct TemporaryDirectory {
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
+            let n = bytes[offset...].withUnsafeBytes { raw in retryingOnInterrupt { Glibc.write(fd, raw.baseAddress, raw.count) } }
             guard n > 0 else { throw SetupError("cannot write \(full): \(String(cString: strerror(errno)))") }
             offset += n
         }

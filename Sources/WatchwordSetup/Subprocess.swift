@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import WatchwordCore
 
 /// What a finished program said.
 public struct ProgramResult: Sendable {
@@ -116,7 +117,7 @@ public enum Subprocess {
         for fd in open { close(fd) }
         if timedOut { kill(pid, SIGKILL) }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
         let code: Int32
         if status & 0x7f == 0 {
             code = (status >> 8) & 0xff
@@ -135,11 +136,6 @@ public enum Subprocess {
         return true
     }
 
-    private static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
 
 extension Substring {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import WatchwordCore
 
 /// The filesystem that is being set up: `/` for this machine, or another root (`--root DIR`)
 /// for an image or a test tree. Every path handed to it is written as seen from inside the
@@ -51,11 +52,8 @@ public struct SystemRoot: Sendable {
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16384)
         while true {
-            let n = buffer.withUnsafeMutableBytes { raw in Glibc.read(fd, raw.baseAddress, raw.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SetupError("cannot read \(full): \(String(cString: strerror(errno)))")
-            }
+            let n = buffer.withUnsafeMutableBytes { raw in retryingOnInterrupt { Glibc.read(fd, raw.baseAddress, raw.count) } }
+            if n < 0 { throw SetupError("cannot read \(full): \(String(cString: strerror(errno)))") }
             if n == 0 { break }
             bytes.append(contentsOf: buffer[0..<n])
             if bytes.count > limit { throw SetupError("\(full) is larger than \(limit) bytes") }
@@ -121,8 +119,7 @@ public struct SystemRoot: Sendable {
         let failure: String? = bytes.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 && errno == EINTR { continue }
+                let n = retryingOnInterrupt { write(fd, raw.baseAddress! + offset, raw.count - offset) }
                 guard n > 0 else { return "write" }
                 offset += n
             }

@@ -68,14 +68,10 @@ import WatchwordCore
         #expect(throws: FileTrustError.self) { try AuditLog.append(entry, in: root) }
     }
 
-    @Test func auditingConversationKeepsReasonAndMethod() {
-        var conversation = AuditingConversation(ScriptedConversation())
-        conversation.log(.info, "user alice from 192.0.2.7: SMS code sent to ••••4567 (command)")
-        conversation.log(.debug, "user alice: no SMS code was pending")
-        #expect(conversation.reason == "SMS code sent to ••••4567 (command)")
-        conversation.log(.info, "user alice from 192.0.2.7: accepted (sms)")
-        conversation.accepted(method: "sms")
-        #expect(conversation.reason == "accepted (sms)" && conversation.method == "sms")
-        #expect(conversation.base.logs.count == 3)
+    @Test func aLoginEndsWithTheReasonItLogs() {
+        var conversation = ScriptedConversation()
+        let result = conversation.end(.success, .info, "user alice from 192.0.2.7", "accepted (sms)", method: .sms)
+        #expect(result == LoginResult(.success, method: .sms, reason: "accepted (sms)"))
+        #expect(conversation.logs.count == 1 && conversation.logs[0].1 == "user alice from 192.0.2.7: accepted (sms)")
     }
 }

@@ -22,7 +22,7 @@ private struct Harness {
     var flow: LoginFlow { LoginFlow(config: config, store: store, now: clock.now) }
 
     func login(_ user: String = "alice", rhost: String = "", conversation: inout ScriptedConversation) -> LoginOutcome {
-        flow.run(LoginRequest(user: user, service: "sshd", rhost: rhost), conversation: &conversation)
+        flow.run(LoginRequest(user: user, rhost: rhost), conversation: &conversation).outcome
     }
 
     func login(_ user: String = "alice", answering answers: [String]) -> (LoginOutcome, ScriptedConversation) {
@@ -155,11 +155,11 @@ struct LoginFlowTests {
     @Test("a malformed answer is authErr with a hint, without counting a failure")
     func malformed() throws {
         let h = try Harness()
-        let (outcome, conversation) = h.login(answering: ["12 34 56"])
+        let (outcome, conversation) = h.login(answering: ["12  34 56"])
         #expect(outcome == .authErr)
         #expect(conversation.errors == ["The code must be digits only."])
         #expect(try h.record()?.failures == 0)
-        expectNoSecrets(conversation, codes: ["12 34 56"])
+        expectNoSecrets(conversation, codes: ["12  34 56"])
     }
 
     @Test("an answer with surrounding white space is trimmed and accepted")
@@ -178,7 +178,7 @@ struct LoginFlowTests {
         let spy = SpyStore()
         var conversation = ScriptedConversation(answers: ["123456"])
         let flow = LoginFlow(config: Config(), store: spy, now: { Fixture.now })
-        #expect(flow.run(LoginRequest(user: name), conversation: &conversation) == .authErr)
+        #expect(flow.run(LoginRequest(user: name), conversation: &conversation).outcome == .authErr)
         #expect(spy.calls.isEmpty)
         #expect(conversation.prompts.isEmpty)
         #expect(conversation.logs.contains { $0.0 == .notice && $0.1.contains("not a valid user name") })

@@ -2,6 +2,7 @@ import Testing
 import WatchwordCore
 import WatchwordCrypto
 import WatchwordOTP
+import WatchwordPostgres
 
 /// The fleet's offline cache: keyed hashes instead of the secret, the login flow on top of
 /// it, and what is sent back to the database afterwards.
@@ -56,9 +57,9 @@ import WatchwordOTP
         let flow = LoginFlow(config: Config(), store: store, now: { later })
         let code = Fixture.code(at: later)
         var first = ScriptedConversation(answers: [code])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &first) == .success)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &first).outcome == .success)
         var replay = ScriptedConversation(answers: [code])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &replay) == .authErr)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &replay).outcome == .authErr)
         let entry = try #require(try cache.entry(Fixture.alice))
         #expect(entry.offlineEvents)
         #expect(entry.lastStep == UInt64(later) / 30)
@@ -76,7 +77,7 @@ import WatchwordOTP
         let store = CachedStore(cache: cache, recoveryKey: nil, now: { Fixture.now })
         let flow = LoginFlow(config: Config(), store: store, now: { Fixture.now })
         var conversation = ScriptedConversation(answers: [Fixture.code(at: Fixture.now)])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &conversation) == .success)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &conversation).outcome == .success)
         // The hashes it could not check are still there for when the key is back.
         #expect(try cache.entry(Fixture.alice)?.recoveryCodeHashes.count == 1)
     }

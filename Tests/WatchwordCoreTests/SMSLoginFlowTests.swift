@@ -55,7 +55,7 @@ private final class SMSHarness {
             case .hangUp: return .failed
             }
         }
-        let outcome = flow.run(LoginRequest(user: "alice", service: "sshd"), conversation: &scripted)
+        let outcome = flow.run(LoginRequest(user: "alice"), conversation: &scripted).outcome
         return (outcome, scripted.conversation)
     }
 
@@ -277,7 +277,7 @@ struct SMSLoginFlowTests {
         bob.phone = try PhoneNumber("+32470123456")
         try h.fixture.store(create: true).update(Fixture.bob) { $0 = bob }
         var c = ScriptedConversation(answers: ["123456"])
-        #expect(h.flow.run(LoginRequest(user: "bob"), conversation: &c) == .authErr)
+        #expect(h.flow.run(LoginRequest(user: "bob"), conversation: &c).outcome == .authErr)
         #expect(h.sender.texts.count == 1)
         #expect(c.logLines.contains { $0.contains("sms.max_per_hour_total reached") })
     }
@@ -308,7 +308,7 @@ struct SMSLoginFlowTests {
                 throw SMSError(.unavailable, "must not be made")
             })
         var c = ScriptedConversation(answers: [Fixture.code(at: Fixture.now)])
-        #expect(flow.run(LoginRequest(user: "alice"), conversation: &c) == .success)
+        #expect(flow.run(LoginRequest(user: "alice"), conversation: &c).outcome == .success)
         #expect(made == 0)
         #expect(c.prompts == ["Verification code: "])
     }

@@ -351,7 +351,8 @@ struct VerifierLockoutTests {
 @Suite("Verifier: answers that are not codes")
 struct VerifierAnswerTests {
     static let malformed: [[UInt8]] = [
-        [], Fixture.bytes(" "), Fixture.bytes("\r\n"), Fixture.bytes(" 12 34 "), Fixture.bytes("12 3456"),
+        [], Fixture.bytes(" "), Fixture.bytes("\r\n"), Fixture.bytes("12  3456"), Fixture.bytes("12 -3456"),
+        Fixture.bytes("123456-"), Fixture.bytes("12\t3456"), Fixture.bytes("12_3456"),
         Fixture.bytes("abcdef"), Fixture.bytes("12345a"), Fixture.bytes("+123456"), Fixture.bytes("-123456"),
         Fixture.bytes("123456.0"), Fixture.bytes("１２３４５６"), Fixture.bytes("١٢٣٤٥٦"), Fixture.bytes("۱۲۳۴۵۶"),
         Fixture.bytes("\u{A0}123456"), Fixture.bytes("123\u{2009}456"), Array(repeating: 0x31, count: 65), [0],
@@ -370,7 +371,7 @@ struct VerifierAnswerTests {
             Issue.record("\(answer) gave \(verdict)")
             return
         }
-        #expect(why == (answer.isEmpty ? "empty answer" : "answer is not a code of digits"))
+        #expect(why == (Verifier.isBlank(answer) ? "empty answer" : "answer is not a code of digits"))
         #expect(record == before)
         #expect(Verifier.normalize(answer) == nil)
     }
@@ -390,5 +391,24 @@ struct VerifierAnswerTests {
     func lengthLimit() {
         #expect(Verifier.normalize(Array(repeating: 0x37, count: 64)) == String(repeating: "7", count: 64))
         #expect(Verifier.normalize(Array(repeating: 0x37, count: 65)) == nil)
+    }
+}
+
+@Suite("Verifier: codes as people type them")
+struct VerifierTypedCodeTests {
+    @Test("a single space or hyphen between digits is dropped", arguments: [
+        ("123 456", "123456"), ("123-456", "123456"), (" 123 456 ", "123456"), ("1 2 3 4 5 6", "123456"),
+        ("12-34-56", "123456"), ("1234 5678", "12345678"),
+    ])
+    func separators(_ typed: String, _ code: String) {
+        #expect(Verifier.normalize(Array(typed.utf8)) == code)
+    }
+
+    @Test func aTypedCodeIsTheCode() {
+        let verifier = Verifier(policy: Policy())
+        var record = Fixture.totpRecord()
+        let code = Fixture.code(step: Fixture.step)
+        let typed = Array((code.prefix(3) + " " + code.dropFirst(3)).utf8)
+        #expect(verifier.check(typed, record: &record, now: Fixture.now, key: nil) == .accepted(.totp))
     }
 }

@@ -112,7 +112,7 @@ class Tree:
                               env=env, timeout=60, preexec_fn=preexec_fn)
 
     def enroll(self, user: str) -> str:
-        proc = subprocess.run([str(CLI), "enroll", user, "--totp", "--json",
+        proc = subprocess.run([str(CLI), "enroll", "--allow-unknown-user", user, "--totp", "--json",
                                "--state-dir", str(self.path("/var/lib/watchword"))],
                               capture_output=True, text=True, timeout=60, check=True)
         self.secrets[user] = secret_of(json.loads(proc.stdout)["otpauth_uri"])

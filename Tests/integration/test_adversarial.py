@@ -121,7 +121,7 @@ def test_hostile_user_names_are_refused_and_change_nothing(ww, service_dir, pam_
         assert res.rc == 1, (name, res.output)
         count += 1
         # The CLI refuses them too, with a clear message.
-        proc = subprocess.run([CLI, "enroll", "--totp", "--state-dir", ww.state, "--config", ww.config, "--", name],
+        proc = subprocess.run([CLI, "enroll", "--allow-unknown-user", "--totp", "--state-dir", ww.state, "--config", ww.config, "--", name],
                               capture_output=True)
         assert proc.returncode != 0 and proc.stdout == b"", name
         assert b"invalid user name" in proc.stderr or b"Error" in proc.stderr, (name, proc.stderr)

@@ -29,7 +29,7 @@ def test_enroll_prints_uri_qr_and_recovery_codes(ww):
 
 def test_enroll_json_shape(ww):
     out = json.loads(ww.cli("enroll", "alice", "--totp", "--json").stdout)
-    assert set(out) == {"user", "method", "otpauth_uri", "recovery_codes"}
+    assert set(out) == {"user", "method", "otpauth_uri", "recovery_codes", "recovery_codes_replaced"}
     assert out["user"] == "alice" and out["method"] == "totp"
     assert out["otpauth_uri"].startswith("otpauth://totp/")
     assert len(out["recovery_codes"]) == 10
@@ -99,6 +99,11 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(ww, args, message):
 
 
 def test_list_text_and_json(ww):
+    ww.cli("recovery-codes", "nobody-yet", check=False)  # makes nothing; the state dir stays missing
+    missing = ww.cli("list", check=False)
+    assert missing.returncode == 1 and "no state directory at" in missing.stderr  # a wrong --state-dir
+    ww.enroll("carol")
+    ww.cli("remove", "carol")
     assert ww.cli("list").stdout.strip() == "No users enrolled."
     assert json.loads(ww.cli("list", "--json").stdout) == []
     ww.enroll("bob")

@@ -168,3 +168,27 @@ def test_help_matches_golden(command):
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(out)
     assert out == golden.read_text()
+
+
+def test_the_synopsis_shows_only_options_each_command_takes():
+    """watchword(8)'s SYNOPSIS once showed --json for remove, unlock and sms-test, which
+    reject it: every option a synopsis line shows must be in each of its commands' --help."""
+    source = (REPO_ROOT / "man" / "watchword.8").read_text()
+    synopsis = source.split(".SH SYNOPSIS", 1)[1].split(".SH ", 1)[0]
+    wrong = []
+    for block in synopsis.split(".SY watchword")[1:]:
+        lines = [l for l in block.strip().splitlines() if l.strip()]
+        first = lines[0]
+        if not first.startswith((".B ", ".BR ")) or first.startswith(".BR enable"):
+            continue  # "command [options]" or enable|disable sshd|sudo [options]
+        names = [w.replace("\\-", "-") for w in re.split(r"[ |]+", first.split(" ", 1)[1]) if w]
+        words = [w for w in names if re.fullmatch(r"[a-z-]+", w)]
+        if words[:1] in (["store"], ["import"]):
+            words = [" ".join(words[:2])] if len(words) > 1 else words
+        options = set(re.findall(r"\\-\\-([a-z][a-z-]*)", block))
+        for command in words:
+            help_text = help_of(*command.split())
+            for option in options:
+                if f"--{option}" not in help_text:
+                    wrong.append(f"{command} --{option}")
+    assert not wrong, f"the synopsis shows options these commands do not take: {wrong}"

@@ -297,7 +297,7 @@ def test_code_on_the_command_line_or_few_digits_fail_the_config(good):
 
 
 def test_phone_numbers_without_a_provider(good):
-    subprocess.run([str(CLI), "enroll", "bob", "--sms", "+14155550123", "--state-dir",
+    subprocess.run([str(CLI), "enroll", "--allow-unknown-user", "bob", "--sms", "+14155550123", "--state-dir",
                     str(good.path("/var/lib/watchword"))], check=True, capture_output=True)
     _, checks = good.doctor()
     assert findings(checks, "warn", "sms") == [

@@ -278,6 +278,57 @@ def test_sms_limits_are_shared(fleet, tmp_path):
         twilio.stop()
 
 
+def test_8_concurrent_texts_over_two_hosts_stop_at_max_per_hour_total(fleet, db, tmp_path):
+    """The count of texts for all users lives in one row, updated under the user's row
+    lock in the same transaction as the send it allows: a login whose check ran twice (the
+    compare-and-swap, then the locked retry) counts its text once, and hosts racing each
+    other stop at exactly the limit."""
+    from concurrent.futures import ThreadPoolExecutor
+    from sms_standins import TwilioStandIn
+    twilio = TwilioStandIn(tmp_path / "outbox.txt")
+    try:
+        head = twilio.config(max_per_hour_total=3, resend_interval_seconds=0)
+        a, b = fleet("a", head=head), fleet("b", head=head)
+        for i in range(8):
+            a.cli("enroll", f"u{i}", "--sms", f"+1415555{i:04d}", "--json")
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: (a if i % 2 else b).conv(f"u{i}", [None]), range(8)))
+        assert len(twilio.requests) == 3, [r.output for r in results]
+        refused = [r for r in results if r.logged("no SMS sent: sms.max_per_hour_total reached")]
+        assert len(refused) == 5, [r.log_text() for r in results]
+        assert global_count(db) == 3
+    finally:
+        twilio.stop()
+
+
+def global_count(db) -> int:
+    state = db.psql("SELECT state FROM sms_global")
+    return sum(int(bucket.split(":")[1]) for line in state.splitlines() if line.startswith("sent ")
+               for bucket in line.split()[1:])
+
+
+def test_the_count_of_texts_for_all_users_is_the_texts_sent_when_logins_of_one_user_race(fleet, db, tmp_path):
+    """Logins of the same user on two hosts change the same row: the compare-and-swap
+    fails for all but one and the check runs again under the row lock. The count for all
+    users must still be the texts that went out, not once per run of the check."""
+    from concurrent.futures import ThreadPoolExecutor
+    from sms_standins import TwilioStandIn
+    twilio = TwilioStandIn(tmp_path / "outbox.txt")
+    try:
+        head = twilio.config(max_per_hour=100, max_per_hour_total=1000, resend_interval_seconds=0)
+        a, b = fleet("a", head=head), fleet("b", head=head)
+        a.cli("enroll", "alice", "--sms", "+14155550123", "--json")
+        for _ in range(3):
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: (a if i % 2 else b).conv("alice", [None]), range(8)))
+        sent = len(twilio.requests)
+        assert sent >= 3
+        assert global_count(db) == sent, (global_count(db), sent)
+        assert a.show("alice")["sms_sent_last_hour"] == sent
+    finally:
+        twilio.stop()
+
+
 @pytest.mark.parametrize("provider", ["twilio-verify", "nomado"])
 def test_16_concurrent_sms_logins_over_two_hosts_with_one_provider_checked_code_succeed_once(
         fleet, tmp_path, provider):

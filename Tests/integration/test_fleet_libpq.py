@@ -347,7 +347,7 @@ def test_the_cli_ignores_pg_variables_in_its_environment(fleet, db, tmp_path):
                PGSSLROOTCERT=str(db.wrong_ca), PGOPTIONS="-c default_transaction_read_only=on",
                PGGSSENCMODE="require", PGCONNECT_TIMEOUT="1", PGTARGETSESSIONATTRS="standby",
                PGSSLCRL=str(service_file), PGDATABASE="postgres", PGUSER="postgres")
-    for argv in (["list", "--json"], ["enroll", "bob", "--totp", "--json"]):
+    for argv in (["list", "--json"], ["enroll", "--allow-unknown-user", "bob", "--totp", "--json"]):
         proc = subprocess.run([str(CLI), *argv, "--state-dir", str(a.state), "--config", str(a.config)],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0, proc.stderr

@@ -109,7 +109,6 @@ def test_correct_code_succeeds_and_header_is_exact(run_pam, good_helper,
         "user alice",
         "service watchword-test",
         "rhost client.example.org",
-        "tty ssh",
         "state_dir /var/lib/watchword",
         "config /etc/watchword/config.toml",
         "config_required 0",
@@ -130,7 +129,7 @@ def test_options_reach_the_header_and_nonce_is_fresh(run_pam, good_helper,
     res1 = run_pam(args, "bob", CODE + "\n")
     assert res1.rc == 0, res1.output
     first = read_record(helper_dir)["header"]
-    assert first["rhost"] == "" and first["tty"] == ""
+    assert first["rhost"] == "" and "tty" not in first  # nothing reads it: not sent
     assert first["state_dir"] == "/srv/watchword"
     assert first["config"] == "/etc/ww/other.toml"
     assert first["config_required"] == "1"  # named on the module line: it must exist
@@ -150,7 +149,6 @@ def test_header_replaces_control_bytes(run_pam, good_helper, helper_dir):
     assert res.rc == 0, res.output
     header = read_record(helper_dir)["header"]
     assert header["rhost"] == "evil?host?"
-    assert header["tty"] == "a?b"
 
 
 def test_wrong_code_is_auth_err_and_code_never_logged(run_pam, good_helper,

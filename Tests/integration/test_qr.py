@@ -84,7 +84,7 @@ def zbar():
 
 @pytest.mark.parametrize("theme", ["dark", "light"])
 def test_the_cli_qr_code_decodes_on_dark_and_light_terminals(ww, tmp_path, zbar, theme):
-    child = pexpect.spawn(str(ww.cli_path), ["enroll", "qruser", "--totp", "--state-dir", str(ww.state),
+    child = pexpect.spawn(str(ww.cli_path), ["enroll", "--allow-unknown-user", "qruser", "--totp", "--state-dir", str(ww.state),
                                              "--config", str(ww.config)], encoding="utf-8", timeout=30,
                           env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     child.expect(pexpect.EOF)

@@ -725,7 +725,7 @@ def test_totp_user_with_provider_configured_makes_no_request(ww, run_pam_conv, t
 
 def test_enroll_sms_alone(ww):
     out = enroll_sms(ww)
-    assert set(out) == {"user", "method", "phone", "recovery_codes"}
+    assert set(out) == {"user", "method", "phone", "recovery_codes", "recovery_codes_replaced"}
     assert out["method"] == "sms" and out["phone"] == PHONE and len(out["recovery_codes"]) == 10
     assert re.search(r"^phone \+14155550123$", ww.user_file("alice").read_text(), re.M)
     text = ww.cli("enroll", "bob", "--sms", "+32470123456").stdout
@@ -735,7 +735,7 @@ def test_enroll_sms_alone(ww):
 
 def test_enroll_totp_and_sms_together(ww):
     out = json.loads(ww.cli("enroll", "alice", "--totp", "--sms", PHONE, "--json").stdout)
-    assert set(out) == {"user", "method", "otpauth_uri", "phone", "recovery_codes"}
+    assert set(out) == {"user", "method", "otpauth_uri", "phone", "recovery_codes", "recovery_codes_replaced"}
     assert out["method"] == "totp" and out["phone"] == PHONE
 
 

@@ -222,7 +222,7 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
     state, config = tmp_path / "state", tmp_path / "config.toml"
     config.write_text("")  # enable names it with config=, so it must exist
     config.chmod(0o600)
-    enrolled = subprocess.run([str(CLI), "enroll", user.name, "--totp", "--json", "--state-dir", str(state),
+    enrolled = subprocess.run([str(CLI), "enroll", "--allow-unknown-user", user.name, "--totp", "--json", "--state-dir", str(state),
                                "--config", str(config)], capture_output=True, text=True, check=True)
     secret = secret_of(json.loads(enrolled.stdout)["otpauth_uri"])
     with socket.socket() as s:

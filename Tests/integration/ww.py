@@ -89,7 +89,12 @@ class Watchword:
 
     # --- CLI -------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, input: str | None = None,
-            state: bool = True, env: dict | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
+            state: bool = True, env: dict | None = None, preexec_fn=None,
+            strict: bool = False) -> subprocess.CompletedProcess:
+        """Runs the CLI on this installation. The tests' users (alice, bob, ...) have no
+        system accounts, so `enroll` gets --allow-unknown-user unless `strict`."""
+        if args and args[0] == "enroll" and not strict:
+            args = (args[0], "--allow-unknown-user", *args[1:])
         argv = [str(self.cli_path), *args]
         if state and args and not args[0].startswith("-"):
             argv += ["--state-dir", str(self.state), "--config", str(self.config)]

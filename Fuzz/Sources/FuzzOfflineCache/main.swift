@@ -1,6 +1,7 @@
 import FuzzDriver
 import Glibc
 import WatchwordCore
+import WatchwordPostgres
 
 @main enum Main {
     static func main() { exit(fuzz_main(CommandLine.argc, CommandLine.unsafeArgv, fuzzOfflineCache)) }

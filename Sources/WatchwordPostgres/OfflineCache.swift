@@ -5,63 +5,7 @@ import Musl
 #endif
 import WatchwordCrypto
 import WatchwordOTP
-
-/// Keyed hashes of a run of one user's upcoming codes, for checking codes while the shared
-/// database is unreachable without holding the secret.
-///
-/// Entry i is the first 16 bytes of HMAC-SHA256(key, "watchword-offline 1" ‖ 0 ‖ user ‖ 0 ‖
-/// counter (8 bytes, big-endian) ‖ code) for counter `first + i` (a TOTP time step or an
-/// HOTP counter). The key is this host's (`DIR/cache.key`). What it protects against, and
-/// what not: someone who reads the cache but not the key learns nothing; someone who reads
-/// both (root on this host) can find each cached code by trying the 10^digits candidates,
-/// so the cache reveals the codes of the next hours — never the secret, and nothing past
-/// the cache's end.
-public struct OfflineCodes: Sendable, Equatable {
-    public static let hashBytes = 16
-    public var first: UInt64
-    /// `count * hashBytes` bytes.
-    public var hashes: [UInt8]
-    public var key: [UInt8]
-
-    public var count: Int { hashes.count / Self.hashBytes }
-    /// One past the last counter covered.
-    public var end: UInt64 { first + UInt64(count) }
-
-    public init(first: UInt64, hashes: [UInt8], key: [UInt8]) {
-        self.first = first
-        self.hashes = hashes
-        self.key = key
-    }
-
-    static func hash(_ code: [UInt8], counter: UInt64, user: UserName, key: SymmetricKey) -> [UInt8] {
-        var message = Array("watchword-offline 1".utf8) + [0] + Array(user.value.utf8) + [0]
-        for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: counter >> UInt64(shift))) }
-        message += code
-        return Array(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(hashBytes))
-    }
-
-    /// The hashes of the codes for counters `first ..< first + count`.
-    public static func make(
-        otp: OTPEnrollment, user: UserName, first: UInt64, count: Int, key: SymmetricKey
-    ) throws -> OfflineCodes {
-        let hotp = try HOTP(secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits)
-        var hashes: [UInt8] = []
-        hashes.reserveCapacity(count * hashBytes)
-        for i in 0..<count {
-            let counter = first + UInt64(i)
-            hashes += hash(Array(hotp.code(counter: counter).utf8), counter: counter, user: user, key: key)
-        }
-        return OfflineCodes(first: first, hashes: hashes, key: key.withUnsafeBytes { Array($0) })
-    }
-
-    /// Whether `code` is the code for `counter`; false outside the cached run.
-    public func matches(_ code: [UInt8], counter: UInt64, user: UserName) -> Bool {
-        guard counter >= first, counter < end else { return false }
-        let i = Int(counter - first) * Self.hashBytes
-        let candidate = Self.hash(code, counter: counter, user: user, key: SymmetricKey(bytes: key))
-        return constantTimeEquals(Array(hashes[i..<(i + Self.hashBytes)]), candidate)
-    }
-}
+import WatchwordCore
 
 /// One user's entry in a host's offline cache (`DIR/cache/NAME`): what lets the host check
 /// that user's codes while the database is unreachable, and what it did meanwhile.
@@ -439,68 +383,5 @@ public final class OfflineCache: @unchecked Sendable {
     static func fingerprint(_ otp: OTPEnrollment, key: SymmetricKey) -> String {
         let message = Array("\(otp.kind.rawValue) \(otp.algorithm.rawValue) \(otp.digits) \(otp.period) ".utf8) + otp.secret
         return Hex.encode(Array(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(16)))
-    }
-}
-
-/// The store a login uses while the database is unreachable (`offline = "cached"`): records
-/// come from this host's cache, changes are recorded there as offline events. No SMS.
-public final class CachedStore: StateStore, @unchecked Sendable {
-    public let cache: OfflineCache
-    private let recovery: SymmetricKey?
-    private let now: () -> Int64
-
-    /// `recoveryKey`: the fleet's recovery-code key as this host last saw it (cached next to
-    /// the codes), or nil when recovery codes cannot be checked offline.
-    public init(cache: OfflineCache, recoveryKey: SymmetricKey?, now: @escaping () -> Int64 = unixTimeNow) {
-        self.cache = cache
-        self.recovery = recoveryKey
-        self.now = now
-    }
-
-    private func record(_ entry: OfflineEntry?) throws(StoreError) -> UserRecord? {
-        guard let entry else { return nil }
-        guard let key = try cache.cacheKey(create: false) else {
-            throw .unsupported("the offline cache has no \(OfflineCache.keyFile)")
-        }
-        var record = entry.record(key: key)
-        // Without the fleet's recovery key the hashes cannot be checked; leaving them in
-        // would make the login flow refuse the user's TOTP code too.
-        if recovery == nil { record.recoveryCodeHashes = [] }
-        return record
-    }
-
-    public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
-        try record(try cache.entry(user))
-    }
-
-    public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
-        let time = now()
-        return try cache.update(user, durable: true) { (entry: inout OfflineEntry?) throws -> R in
-            let before = try record(entry)
-            var after = before
-            let result = try body(&after)
-            if let before, let after, after != before {
-                entry?.apply(before, after, now: time)
-            } else if before != nil && after == nil {
-                throw StoreError.unsupported("users cannot be removed while the database is unreachable")
-            }
-            return result
-        }
-    }
-
-    public func users() throws(StoreError) -> [UserName] { [] }
-
-    public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? { recovery }
-
-    public func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
-        throw StoreError.unsupported("SMS is not available while the database is unreachable")
-    }
-
-    public func appendAudit(_ entry: AuditEntry) throws {
-        try AuditLog.append(entry, in: cache.root)
-    }
-
-    public func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) {
-        try AuditLog.read(in: cache.root)
     }
 }

@@ -22,19 +22,19 @@ import WatchwordOTP
 /// is the code for COUNTER, else COUNTER itself. For time-based tokens liboath refuses any
 /// code not later than LASTOTP; TIME (local time, `%Y-%m-%dT%H:%M:%SL`) says when it was
 /// used, which finds its time step.
-struct OathUsersFile {
-    struct Entry {
-        var line: Int
-        var user: UserName
-        var enrollment: OTPEnrollment
-        var hasPIN: Bool
+public enum OathUsersFile {
+    public struct Entry: Sendable, Equatable {
+        public var line: Int
+        public var user: UserName
+        public var enrollment: OTPEnrollment
+        public var hasPIN: Bool
     }
 
     /// How far from TIME (in steps) the last code is looked for. liboath's window is the
     /// module's `window=` option; 64 steps covers every sensible one.
-    static let lastCodeSearch: UInt64 = 64
+    public static let lastCodeSearch: UInt64 = 64
 
-    static func parse(_ file: ForeignFile, issuer: String, now: Int64, problems: inout ImportProblems) -> [Entry] {
+    public static func parse(_ file: ForeignFile, issuer: String, now: Int64, problems: inout ImportProblems) -> [Entry] {
         let path = file.path
         func error(_ line: Int, _ message: String) { problems.error(path, line: line, message) }
         func warn(_ line: Int, _ message: String) { problems.warn(path, line: line, message) }

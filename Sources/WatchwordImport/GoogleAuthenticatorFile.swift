@@ -13,27 +13,27 @@ import WatchwordOTP
 ///
 /// Parsed strictly: every line must be the secret, a `" NAME ...` option or a scratch
 /// code. Messages never quote the secret or a scratch code.
-struct GoogleAuthenticatorFile {
-    var secret: [UInt8]
-    var kind: OTPEnrollment.Kind
+public struct GoogleAuthenticatorFile: Sendable, Equatable {
+    public var secret: [UInt8]
+    public var kind: OTPEnrollment.Kind
     /// TOTP time step (STEP_SIZE, default 30 s).
-    var period: Int
+    public var period: Int
     /// HOTP: the next counter the module would accept (HOTP_COUNTER is exactly that).
-    var counter: UInt64
+    public var counter: UInt64
     /// TOTP: the latest step DISALLOW_REUSE lists as used, so it stays used.
-    var lastStep: UInt64?
-    var scratchCodes: [String]
+    public var lastStep: UInt64?
+    public var scratchCodes: [String]
 
     /// Options pam_google_authenticator knows; those watchword does not carry over are
     /// still checked, so a damaged file is noticed.
-    static let knownOptions: Set<String> = [
+    public static let knownOptions: Set<String> = [
         "TOTP_AUTH", "HOTP_COUNTER", "STEP_SIZE", "DISALLOW_REUSE", "WINDOW_SIZE", "RWINDOW_SIZE",
         "RATE_LIMIT", "TIME_SKEW", "RESETTING_TIME_SKEW", "_LAST_VALID_CODE_COUNTER",
     ]
 
     /// Parses `file`, adding every error and warning (with its line) to `problems`; nil
     /// when there was an error.
-    static func parse(_ file: ForeignFile, problems: inout ImportProblems) -> GoogleAuthenticatorFile? {
+    public static func parse(_ file: ForeignFile, problems: inout ImportProblems) -> GoogleAuthenticatorFile? {
         let errorsBefore = problems.errors.count
         let path = file.path
         func error(_ line: Int, _ message: String) { problems.error(path, line: line, message) }
