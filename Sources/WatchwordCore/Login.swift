@@ -76,13 +76,9 @@ struct Login {
         // fallback, so there are at most three prompts.
         while true {
             let answer: [UInt8]
-            switch conversation.prompt(prompt) {
-            case .failed:
-                return conversation.end(.convErr, .notice, who, "denied: the conversation failed")
-            case .tooLong:
-                return conversation.end(.authErr, .notice, who, "denied: answer too long to be a code")
-            case .text(let bytes):
-                answer = bytes
+            switch conversation.ask(prompt, who: who) {
+            case .failure(let ended): return ended.result
+            case .success(let bytes): answer = bytes
             }
 
             if offerSMS, let phone, Verifier.isBlank(answer) {

@@ -56,16 +56,10 @@ extension LoginFlow {
         for line in qrCode(uri) ?? [] { conversation.show(line) }
         conversation.show("Secret: \(Base32.encode(pending.otp.secret))")
 
-        let answer: [UInt8]
-        switch conversation.prompt(Self.prompt) {
-        case .failed:
-            return conversation.end(.convErr, .notice, who, "denied: the conversation failed")
-        case .tooLong:
-            return conversation.end(.authErr, .notice, who, "denied: answer too long to be a code")
-        case .text(let bytes):
-            answer = bytes
+        switch conversation.ask(Self.prompt, who: who) {
+        case .failure(let ended): return ended.result
+        case .success(let answer): return confirm(user, answer, pending: pending, who: who, conversation: &conversation)
         }
-        return confirm(user, answer, pending: pending, who: who, conversation: &conversation)
     }
 
     private enum Made {

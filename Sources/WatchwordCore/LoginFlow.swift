@@ -45,6 +45,12 @@ public struct LoginResult: Sendable, Equatable {
     }
 }
 
+/// A login that ended where an answer was expected.
+struct Ended: Error {
+    let result: LoginResult
+    init(_ result: LoginResult) { self.result = result }
+}
+
 /// One answer from the person logging in.
 public enum Answer: Sendable, Equatable {
     case text([UInt8])
@@ -77,6 +83,16 @@ extension Conversation {
 
     /// Ends a login: logs `who: reason` at `priority` and returns the result with that
     /// reason, so the log line and the audit line say the same thing, written once.
+    /// Asks with echo off: the answer's bytes, or how the login ends when there are none
+    /// (a failed conversation, an answer too long to be a code).
+    mutating func ask(_ prompt: String, who: String) -> Result<[UInt8], Ended> {
+        switch self.prompt(prompt) {
+        case .failed: .failure(Ended(end(.convErr, .notice, who, "denied: the conversation failed")))
+        case .tooLong: .failure(Ended(end(.authErr, .notice, who, "denied: answer too long to be a code")))
+        case .text(let bytes): .success(bytes)
+        }
+    }
+
     public mutating func end(
         _ outcome: LoginOutcome, _ priority: LogPriority, _ who: String, _ reason: String, method: Verdict.Method? = nil
     ) -> LoginResult {

@@ -165,12 +165,7 @@ public final class FileStore: StateStore, @unchecked Sendable {
             if none != nil { throw StoreError.unsupported("the state directory is read-only for this caller") }
             return result
         }
-        let lock: FileLock
-        do {
-            lock = try locks.lock(user.value)
-        } catch {
-            throw StoreError.untrusted(error)
-        }
+        let lock = try locks.storeLock(user.value)
         defer { lock.release() }
         let before = try read(user, in: users)
         var record = before
@@ -205,12 +200,7 @@ public final class FileStore: StateStore, @unchecked Sendable {
         guard let locks = try directory("locks") else {
             throw StoreError.unsupported("state \(root.join("locks")): missing")
         }
-        let lock: FileLock
-        do {
-            lock = try locks.lock(".sms-global")
-        } catch {
-            throw StoreError.untrusted(error)
-        }
+        let lock = try locks.storeLock(".sms-global")
         defer { lock.release() }
         let before = try root.readParsed(Self.smsGlobalFile, limit: SMSGlobalState.maxFileSize, SMSGlobalState.parse)
             ?? SMSGlobalState()

@@ -9,6 +9,16 @@ import WatchwordCrypto
 /// optional subdirectories, parsed files, and 32-byte key files made on first use. Every
 /// error comes back as the `StoreError` that denies a login.
 extension SecureDirectory {
+    /// The exclusive lock on `name` in this (locks) directory; a lock that cannot be taken
+    /// safely is a `StoreError.untrusted`.
+    public func storeLock(_ name: String) throws(StoreError) -> FileLock {
+        do {
+            return try lock(name)
+        } catch {
+            throw StoreError.untrusted(error)
+        }
+    }
+
     /// The subdirectory, or nil when it is missing and `create` is not set.
     public func optionalSubdirectory(_ name: String, create: Bool) throws(StoreError) -> SecureDirectory? {
         do {
@@ -48,12 +58,7 @@ extension SecureDirectory {
         }
         if let key = try readParsed(name, limit: 1024, parseKey) { return key }
         guard create, let locks = try optionalSubdirectory("locks", create: makeLocks) else { return nil }
-        let lock: FileLock
-        do {
-            lock = try locks.lock(lockName)
-        } catch {
-            throw .untrusted(error)
-        }
+        let lock = try locks.storeLock(lockName)
         defer { lock.release() }
         if let key = try readParsed(name, limit: 1024, parseKey) { return key }
         guard let fresh = try? SecureRandom.bytes(count: 32) else {

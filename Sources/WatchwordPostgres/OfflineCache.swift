@@ -247,12 +247,7 @@ public final class OfflineCache: @unchecked Sendable {
         guard let cache = try directory("cache", create: true), let locks = try directory("locks", create: true) else {
             throw StoreError.unsupported("cannot make the cache directory")
         }
-        let lock: FileLock
-        do {
-            lock = try locks.lock(user.value)
-        } catch {
-            throw StoreError.untrusted(error)
-        }
+        let lock = try locks.storeLock(user.value)
         defer { lock.release() }
         let before = try entry(user)
         var entry = before
