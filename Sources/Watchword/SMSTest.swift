@@ -31,14 +31,15 @@ struct SMSTest: ParsableCommand {
 
         let policy = SMSCodePolicy(settings: config.sms)
         let now = unixTimeNow()
-        let refusal = try store.update(name) { (current: inout UserRecord?) throws -> SMSCodePolicy.Refusal? in
+        let refusal = try store.update(name, withSMSGlobal: {
+            (current: inout UserRecord?, global: inout SMSGlobalState) throws -> SMSCodePolicy.Refusal? in
             guard var record = current else { throw CLIError.notEnrolled(name) }
             if let refusal = policy.planTest(for: record, now: now) { return refusal }
-            if let refusal = try store.updateSMSGlobal({ policy.takeGlobal(&$0, now: now) }) { return refusal }
+            if let refusal = policy.takeGlobal(&global, now: now) { return refusal }
             record.sms.sent.record(at: now)
             current = record
             return nil
-        }
+        })
         if let refusal {
             throw CLIError("not sent: \(refusal.reason); try again in \(SMSCodePolicy.duration(refusal.wait))")
         }

@@ -120,15 +120,17 @@ struct Login {
         let codeID: String?
         do {
             // The store may run this more than once (the database store's retry under the row
-            // lock): everything it decides is returned, nothing is kept from an earlier run.
-            (plan, code, codeID) = try store.update(user) {
-                (current: inout UserRecord?) throws -> (SMSCodePolicy.Plan?, String?, String?) in
+            // lock): everything it decides is returned or stored with the record and the
+            // global count of the same run, nothing is kept from an earlier run.
+            (plan, code, codeID) = try store.update(user, withSMSGlobal: {
+                (current: inout UserRecord?, global: inout SMSGlobalState) throws
+                    -> (SMSCodePolicy.Plan?, String?, String?) in
                 guard var record = current else { return (nil, nil, nil) }
                 var plan = policy.plan(for: record, now: now)
                 var code: String? = nil
                 var codeID: String? = nil
                 if plan == .send {
-                    if let refusal = try store.updateSMSGlobal({ policy.takeGlobal(&$0, now: now) }) {
+                    if let refusal = policy.takeGlobal(&global, now: now) {
                         plan = .refused(refusal)
                     } else {
                         var hash: String? = nil
@@ -144,7 +146,7 @@ struct Login {
                 }
                 current = record
                 return (plan, code, codeID)
-            }
+            })
         } catch {
             conversation.error(LoginFlow.unavailableMessage)
             return .notSent(conversation.end(.unavailable, .err, who, "denied: \(error)"))

@@ -38,19 +38,28 @@ public protocol StateStore: Sendable {
     /// The user's record as it is now, or nil when not enrolled; takes no lock.
     func load(_ user: UserName) throws(StoreError) -> UserRecord?
 
-    /// Runs `body` on the user's record and stores what it leaves (a changed record is
-    /// written atomically, nil removes it), so that what the body decided stands on the
-    /// record as stored: as if under an exclusive lock held from the read to the write.
+    /// Runs `body` on the user's record and stores what it leaves: a changed record is
+    /// written atomically, nil removes it. What is stored is decided on the record as it is
+    /// under the store's exclusive lock (or an equivalent compare-and-swap), so two logins
+    /// cannot both use one code.
     ///
-    /// The body may run more than once: the file store runs it once under the user's lock
-    /// file; the database store runs it first on the row as last read, without a lock, and
-    /// again under the row lock when the row changed meanwhile (compare and swap). Only its
-    /// last run's record and return value count, so a body must have no effect outside
-    /// them: whatever it makes (random codes, an identity) it returns, and it keeps nothing
-    /// from an earlier run. The one exception is `updateSMSGlobal` called from inside it:
-    /// every store counts that once (the database store lets it run only under the row
-    /// lock, in the same transaction; `test_fleet.py` holds it to that).
+    /// The contract every store keeps and every caller relies on: **`body` may run more than
+    /// once.** The database store runs it first without a lock on the record read before the
+    /// prompt, and again under a row lock when that record changed meanwhile; only the last
+    /// run's result and record count. So `body` must have no side effects: everything it
+    /// decides goes into the record or its return value, nothing into another store call,
+    /// a counter, a file or a message. Work that must happen once happens after `update`
+    /// returns, from what it returned. A body that must also count a text against the
+    /// global SMS limit uses `update(_:withSMSGlobal:)`, never `updateSMSGlobal` inside.
     func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R
+
+    /// Like `update`, but `body` also gets the count of texts sent for all users
+    /// (`sms.max_per_hour_total`), and both are stored together from the same run of `body`
+    /// (the user's lock is taken first, then the global one). `body` may run more than once,
+    /// as for `update`; a count it changes in a run that does not count is never stored.
+    func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R
 
     /// Every enrolled user, sorted.
     func users() throws(StoreError) -> [UserName]
@@ -62,8 +71,9 @@ public protocol StateStore: Sendable {
     func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey?
 
     /// Runs `body` on the count of texts sent for all users (`sms.max_per_hour_total`)
-    /// under its own exclusive lock, and stores what it leaves. Callers may hold a user's
-    /// lock when they call this, never the other way round.
+    /// under its own exclusive lock, and stores what it leaves. Not to be called from
+    /// inside an `update` body (that body may run twice, and this would count twice): use
+    /// `update(_:withSMSGlobal:)` to change a user and the count together.
     func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R
 
     /// Appends one line to the audit trail.
@@ -182,6 +192,15 @@ public final class FileStore: StateStore, @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// The user's lock, then the global one; this store runs `body` once.
+    public func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R {
+        try update(user) { (record: inout UserRecord?) throws -> R in
+            try updateSMSGlobal { (global: inout SMSGlobalState) throws -> R in try body(&record, &global) }
+        }
     }
 
     public func users() throws(StoreError) -> [UserName] {

@@ -61,6 +61,12 @@ public final class CachedStore: StateStore, @unchecked Sendable {
         throw StoreError.unsupported("SMS is not available while the database is unreachable")
     }
 
+    public func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R {
+        throw StoreError.unsupported("SMS is not available while the database is unreachable")
+    }
+
     public func appendAudit(_ entry: AuditEntry) throws {
         try AuditLog.append(entry, in: cache.root)
     }

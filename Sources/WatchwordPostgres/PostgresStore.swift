@@ -231,7 +231,9 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         seen[user.value].flatMap { try? parse($0, user) }
     }
 
-    /// Raised inside an optimistic body that needs the locked path (the global SMS count).
+    /// Raised when an optimistic body calls `updateSMSGlobal`, which breaks the contract of
+    /// `update` (use `update(_:withSMSGlobal:)`): the body is then run under the row lock,
+    /// so that even such a caller counts once.
     private struct NeedsLock: Error {}
 
     public func load(_ user: UserName) throws(StoreError) -> UserRecord? {
@@ -242,6 +244,24 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
     }
 
     public func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
+        try update(user, optimistically: true, body)
+    }
+
+    /// The user's row and the global count in one transaction, straight under the row lock
+    /// (a text is rare; the compare-and-swap could not cover the second row). The body runs
+    /// again only when a new row met another host's insert, and then on a fresh transaction:
+    /// a count changed by a run that did not count is rolled back with it.
+    public func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R {
+        try update(user, optimistically: false) { (record: inout UserRecord?) throws -> R in
+            try updateSMSGlobal { (global: inout SMSGlobalState) throws -> R in try body(&record, &global) }
+        }
+    }
+
+    private func update<R>(
+        _ user: UserName, optimistically: Bool, _ body: (inout UserRecord?) throws -> R
+    ) throws -> R {
         guard !inTransaction else { throw StoreError.unsupported("nested update of \(user) in one transaction") }
         // The common case of a login: the record read before the prompt is still the row.
         // The body runs on it and the change is written in one statement that succeeds only
@@ -249,7 +269,7 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
         // login since then makes it match no row, and the locked path below runs the body
         // again on the current row. Either way the body's decision stands on the row as
         // stored: one success per code, exact counts.
-        if let known = seen[user.value], let before = try? parse(known, user) {
+        if optimistically, let known = seen[user.value], let before = try? parse(known, user) {
             var record: UserRecord? = before
             optimistic = true
             let outcome: Result<R, any Error>
@@ -307,13 +327,14 @@ public final class PostgresStore: StateStore, @unchecked Sendable {
             }
             if let record {
                 if before == nil {
-                    let inserted = try batch([
-                        ("INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING 1",
-                         [user.value, Self.text(record)]),
-                        ("COMMIT", []),
-                    ])
+                    // Another host's row won: roll back (with anything else this run
+                    // changed, such as the global SMS count) and run the body again on it.
+                    let inserted = try run(
+                        "INSERT INTO users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING 1",
+                        [user.value, Self.text(record)])
+                    if inserted.isEmpty { continue }
+                    try run("COMMIT")
                     finished = true
-                    if inserted[0].isEmpty { continue }
                     seen[user.value] = Self.text(record)
                     return result
                 }

@@ -83,6 +83,14 @@ final class SpyStore: StateStore, @unchecked Sendable {
         var state = SMSGlobalState()
         return try body(&state)
     }
+    func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R {
+        calls.append("update \(user) withSMSGlobal")
+        var none: UserRecord? = nil
+        var state = SMSGlobalState()
+        return try body(&none, &state)
+    }
     func appendAudit(_ entry: AuditEntry) throws {
         calls.append("appendAudit")
     }
@@ -90,4 +98,47 @@ final class SpyStore: StateStore, @unchecked Sendable {
         calls.append("readAudit")
         return ([], 0)
     }
+}
+
+/// A store that keeps the letter of `StateStore.update`'s contract as hard as it may: every
+/// body runs twice, first on a copy whose result and changes are thrown away (as the
+/// database store's compare-and-swap does when another login changed the record), then for
+/// real on the wrapped store. A caller whose body has side effects shows them twice here.
+final class RerunningStore: StateStore, @unchecked Sendable {
+    let inner: any StateStore
+    /// How many times a body was run.
+    private(set) var runs = 0
+    init(_ inner: any StateStore) { self.inner = inner }
+
+    func load(_ user: UserName) throws(StoreError) -> UserRecord? { try inner.load(user) }
+    func update<R>(_ user: UserName, _ body: (inout UserRecord?) throws -> R) throws -> R {
+        var copy = try inner.load(user)
+        runs += 1
+        _ = try body(&copy)
+        return try inner.update(user) { (record: inout UserRecord?) throws -> R in
+            runs += 1
+            return try body(&record)
+        }
+    }
+    func update<R>(
+        _ user: UserName, withSMSGlobal body: (inout UserRecord?, inout SMSGlobalState) throws -> R
+    ) throws -> R {
+        var copy = try inner.load(user)
+        var global = try inner.updateSMSGlobal { $0 }
+        runs += 1
+        _ = try body(&copy, &global)
+        return try inner.update(user, withSMSGlobal: { (record: inout UserRecord?, global: inout SMSGlobalState) throws -> R in
+            runs += 1
+            return try body(&record, &global)
+        })
+    }
+    func users() throws(StoreError) -> [UserName] { try inner.users() }
+    func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? { try inner.recoveryKey(create: create) }
+    func updateSMSGlobal<R>(_ body: (inout SMSGlobalState) throws -> R) throws -> R {
+        var copy = try inner.updateSMSGlobal { $0 }
+        _ = try body(&copy)
+        return try inner.updateSMSGlobal(body)
+    }
+    func appendAudit(_ entry: AuditEntry) throws { try inner.appendAudit(entry) }
+    func readAudit() throws -> (entries: [AuditEntry], corrupt: Int) { try inner.readAudit() }
 }
