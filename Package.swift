@@ -32,6 +32,9 @@ let package = Package(
         // never load it.
         .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", providers: [.apt(["libpq-dev"])]),
 
+        // The version from the top-level VERSION file (its one source; #embed at build time).
+        .target(name: "CVersion"),
+
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
         // Links the shared libcrypto.so.3: the CLI, the tests, and programs built on the
@@ -79,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "CQRencode", "LinkLibcrypto",
+                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "CQRencode", "LinkLibcrypto", "CVersion",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
