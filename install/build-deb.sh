@@ -55,9 +55,12 @@ install -m 0644 install/pam.d-sshd install/pam.d-sudo install/sshd_config-watchw
 MANDIR=$root/usr/share/man BASH_COMPLETION_DIR=$root/usr/share/bash-completion/completions \
     ZSH_COMPLETION_DIR=$root/usr/share/zsh/vendor-completions bash install/docs.sh install "$bin/watchword"
 gzip -9n "$root"/usr/share/man/man*/*
+# bash-completion sources the file: the generator's #! line means nothing there.
+sed -i '1{/^#!/d}' "$root/usr/share/bash-completion/completions/watchword"
 install -m 0644 install/debian/copyright "$root/usr/share/doc/watchword/copyright"
-gzip -9n <install/debian/changelog >"$root/usr/share/doc/watchword/changelog.Debian.gz"
-chmod 0644 "$root/usr/share/doc/watchword/changelog.Debian.gz"
+# A native package (the packaging lives in the repository; no Debian revision): changelog.gz.
+gzip -9n <install/debian/changelog >"$root/usr/share/doc/watchword/changelog.gz"
+chmod 0644 "$root/usr/share/doc/watchword/changelog.gz"
 install -m 0644 install/debian/lintian-overrides "$root/usr/share/lintian/overrides/watchword"
 
 say "Control files"
