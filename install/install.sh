@@ -25,7 +25,9 @@ deb="$PWD/watchword_$(tr -d '[:space:]' <VERSION)_$(dpkg-architecture -qDEB_HOST
 
 say "Installing $deb"
 # --reinstall: the same version again (a rebuild) is installed too, not skipped.
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall "$deb"
+# confold: a config.toml already there (an older install) is kept, not replaced.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$deb"
 
 older=()
 for f in /usr/local/sbin/watchword /usr/local/libexec/watchword/watchword-helper; do

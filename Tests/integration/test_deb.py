@@ -26,7 +26,7 @@ VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 KEPT = [Path("/etc/watchword"), Path("/var/lib/watchword"), Path("/var/backups/watchword")]
 CLI = Path("/usr/sbin/watchword")
 HELPER = Path("/usr/libexec/watchword/watchword-helper")
-USER = "ww-deb-test"  # enrolled with --allow-unknown-user: no account is made
+USER = "nobody"  # an account every Debian has; enrolled only in the test's own state
 
 
 def run(*argv, check=True, **kw) -> subprocess.CompletedProcess:
@@ -97,11 +97,11 @@ def machine(deb, tmp_path_factory):
         if not shutil.which(tool):
             pytest.skip(f"{tool} is missing (install/deps.sh --test)")
     aside = tmp_path_factory.mktemp("aside")
-    moved = []
-    for d in KEPT:
+    moved = []  # (where it was, where it is now): the three are all named 'watchword'
+    for i, d in enumerate(KEPT):
         if os.path.lexists(d):
-            shutil.move(d, aside / d.name)
-            moved.append(d)
+            shutil.move(d, aside / str(i))
+            moved.append((d, aside / str(i)))
     clean = pam_dir(tmp_path_factory.mktemp("pamd-machine"), using=False)
     try:
         if status():
@@ -112,8 +112,8 @@ def machine(deb, tmp_path_factory):
             apt(clean, "purge", "watchword", check=False)
         for d in KEPT:
             shutil.rmtree(d, ignore_errors=True)
-        for d in moved:
-            shutil.move(aside / d.name, d)
+        for d, kept in moved:
+            shutil.move(kept, d)
         if before:
             apt(clean, "install", "--reinstall", os.environ["WATCHWORD_DEB"])
 
@@ -147,7 +147,7 @@ def install(pamd: Path, deb: Path) -> None:
 
 
 def enroll() -> dict:
-    out = run(CLI, "enroll", USER, "--totp", "--allow-unknown-user", "--json").stdout
+    out = run(CLI, "enroll", USER, "--totp", "--json").stdout
     return json.loads(out)
 
 
