@@ -184,6 +184,19 @@ def test_lintian_has_no_error_and_no_unexplained_warning(deb):
             assert any(l.startswith("#") for l in block), f"no comment says why: {line}"
 
 
+def test_build_deb_refuses_a_version_the_changelog_does_not_name(tmp_path):
+    """VERSION is the one source of the version; a bump without a changelog entry stops the
+    build before anything is compiled."""
+    (tmp_path / "install/debian").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "install/build-deb.sh", tmp_path / "install")
+    shutil.copy(REPO_ROOT / "install/debian/changelog", tmp_path / "install/debian")
+    (tmp_path / "VERSION").write_text("9.9.9\n")
+    res = run("bash", tmp_path / "install/build-deb.sh", check=False)
+    assert res.returncode == 1
+    assert f"VERSION says 9.9.9 but install/debian/changelog starts with {VERSION}: add an entry for 9.9.9" in res.stderr
+    assert not list(tmp_path.glob("*.deb"))
+
+
 # ---- on this machine -------------------------------------------------------
 
 def test_installed_files_owners_modes_and_libraries(machine, deb, pamd):
