@@ -216,6 +216,7 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
     os.chmod(private / "security" / "pam_watchword.so", 0o644)
     (private / "backups").mkdir(mode=0o755)
     (private / "libexec").mkdir(mode=0o755)
+    shutil.copyfile(HELPER, private / "watchword-helper")  # HELPER may be under /usr/libexec, hidden below
     state, config = tmp_path / "state", tmp_path / "config.toml"
     config.write_text("")  # enable names it with config=, so it must exist
     config.chmod(0o600)
@@ -238,7 +239,7 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
         "mount -t tmpfs -o mode=0755 tmpfs /usr/libexec",
         f"for e in {private / 'libexec'}/*; do [ \"${{e##*/}}\" = watchword ] || ln -s \"$e\" /usr/libexec/; done",
         "mkdir -m 0755 /usr/libexec/watchword",
-        f"install -m 0755 {HELPER} /usr/libexec/watchword/watchword-helper",
+        f"install -m 0755 {private / 'watchword-helper'} /usr/libexec/watchword/watchword-helper",
     ]
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
                                " && ".join(mounts) + " && echo ready && exec sleep 300"],
