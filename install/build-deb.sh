@@ -40,7 +40,10 @@ say "Staging"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 root=$stage/root
-pamdir=/usr/lib/$multiarch/security
+# Where Debian 12's libpam-modules ships pam_unix.so and libpam looks: /lib, not /usr/lib.
+# (Merged /usr makes them one directory, but dpkg knows paths by name: shipping in the
+# same one as libpam-modules keeps `dpkg -S` and removal from tripping over the alias.)
+pamdir=/lib/$multiarch/security
 install -d -m 0755 "$root/usr/sbin" "$root/usr/libexec/watchword" "$root$pamdir" \
     "$root/usr/share/watchword" "$root/usr/share/doc/watchword" "$root/usr/share/lintian/overrides"
 install -d -m 0700 "$root/etc/watchword" # the helper refuses any other mode (conffile's directory)
