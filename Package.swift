@@ -16,13 +16,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        // System libraries from Debian: libcrypto (libssl-dev) and libqrencode (libqrencode-dev).
+        // System libraries from Debian: libcrypto (libssl-dev), libcurl and libpq (headers only).
         // COpenSSL gives libcrypto's headers only; each program chooses how it links libcrypto:
         // LinkLibcrypto (below) for the shared libcrypto.so.3, or the helper's libcrypto.a.
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
-        .systemLibrary(
-            name: "CQRencode", path: "Sources/CQRencode", pkgConfig: "libqrencode",
-            providers: [.apt(["libqrencode-dev"])]),
         // libcurl's headers (libcurl4-openssl-dev). Deliberately not linked: WatchwordSMS
         // dlopen()s libcurl.so.4 when a text is sent, so TOTP logins never load it.
         .systemLibrary(
@@ -35,6 +32,9 @@ let package = Package(
         // The version from the top-level VERSION file (its one source; #embed at build time).
         .target(name: "CVersion"),
 
+        // QR codes for the terminal: libqrencode (Debian's libqrencode4) dlopen()ed when a code
+        // is drawn (enroll, export, and the helper only when a user enrolls at login).
+        .target(name: "WatchwordQR"),
         // HMAC, hashes, random bytes and constant-time compare over OpenSSL.
         .target(name: "WatchwordCrypto", dependencies: ["COpenSSL"]),
         // Links the shared libcrypto.so.3: the CLI, the tests, and programs built on the
@@ -71,7 +71,7 @@ let package = Package(
         // so the libcrypto.so.3 that libcurl (SMS) or libpq (a fleet's database) loads keeps to
         // itself.
         .executableTarget(
-            name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres"],
+            name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR"],
             linkerSettings: [
                 .linkedLibrary(":libcrypto.a", .when(platforms: [.linux])),
                 .linkedLibrary("crypto", .when(platforms: [.macOS])),
@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "Watchword",
             dependencies: [
-                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "CQRencode", "LinkLibcrypto", "CVersion",
+                "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR", "LinkLibcrypto", "CVersion",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -71,8 +71,9 @@ install -d -m 0755 "$root/DEBIAN"
 install -m 0644 install/debian/conffiles "$root/DEBIAN/conffiles"
 install -m 0755 install/debian/postinst install/debian/prerm install/debian/postrm "$root/DEBIAN/"
 # Depends from what the programs and the module really load (dpkg-shlibdeps wants a
-# debian/control beside it). libcurl4 and libpq5 are dlopen()ed only for SMS and a fleet:
-# Recommends and Suggests in control.in.
+# debian/control beside it). libqrencode4 is dlopen()ed for every enrollment's QR code:
+# control.in adds it to Depends. libcurl4 and libpq5 are dlopen()ed only for SMS and a
+# fleet: Recommends and Suggests in control.in.
 mkdir -p "$stage/shlibs/debian"
 printf 'Source: watchword\n\nPackage: watchword\nArchitecture: any\n' >"$stage/shlibs/debian/control"
 depends=$(cd "$stage/shlibs" && dpkg-shlibdeps -O \

@@ -6,7 +6,7 @@ set -euo pipefail
 build=(libpam0g-dev libssl-dev libqrencode-dev libcurl4-openssl-dev libpq-dev pkg-config make gcc dpkg-dev)  # dpkg-dev: build-deb.sh
 test=(pamtester libpam-wrapper openssh-server openssh-client sudo expect oathtool
       libpam-google-authenticator libpam-oath python3-pytest python3-pexpect man-db groff-base
-      openssl postgresql pgbouncer zsh lintian)  # pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
+      openssl postgresql pgbouncer zsh zbar-tools lintian)  # zbar-tools: test_qr.py decodes the QR codes; pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
                              # zsh parses the generated completion script; lintian checks the package (test_deb.py)
 
 want=("${build[@]}")

@@ -34,7 +34,7 @@
 
 #define WW_NONCE_BYTES 16
 #define WW_MAX_LINE 1024 /* per helper message, '\n' included */
-#define WW_MAX_MESSAGES 64
+#define WW_MAX_MESSAGES 128 /* a QR code at enrollment is ~30 info lines */
 #define WW_MAX_ANSWER 4096
 
 /* talk() returns IO_OK when the helper is to be waited for, not killed. */
@@ -201,9 +201,16 @@ static char *build_header(struct run *r, const struct ww_login *login,
             fputc(ww_is_control((unsigned char)*p) ? '?' : *p, f);
         fputc('\n', f);
     }
-    fprintf(f, "config_required %d\ndebug %d\ntimeout %u\nend\n",
+    fprintf(f, "config_required %d\ndebug %d\ntimeout %u\n",
             r->opts->config_named != 0, r->opts->debug != 0,
             r->opts->timeout);
+    if (r->opts->enroll_at_login)
+        fputs("enroll_at_login 1\n", f);
+    for (unsigned int i = 0; i < r->opts->n_exempt_group; i++)
+        fprintf(f, "exempt_group %s\n", r->opts->exempt_group[i]);
+    for (unsigned int i = 0; i < r->opts->n_exempt_from; i++)
+        fprintf(f, "exempt_from %s\n", r->opts->exempt_from[i]);
+    fputs("end\n", f);
     n = ferror(f); /* a write found no memory */
     if (fclose(f) != 0 || n != 0) {
         free(text);
@@ -431,18 +438,20 @@ static int talk(struct run *r, const char *header, size_t header_len,
     }
     while ((rc = read_line(r, line)) == IO_OK) {
         if (++r->messages > WW_MAX_MESSAGES)
-            return fail(r, NULL, "helper sent more than 64 messages");
+            return fail(r, NULL, "helper sent more than 128 messages");
         if (strncmp(line, "prompt ", 7) == 0) {
             if (relay_prompt(r, line + 7) != IO_OK) {
                 fail(r, NULL, "cannot send the answer to the helper");
                 return IO_OK;
             }
         } else if (strncmp(line, "info ", 5) == 0 ||
-                   strncmp(line, "error ", 6) == 0) {
-            /* pam_info or pam_error, unless PAM_SILENT */
-            if ((r->flags & PAM_SILENT) == 0)
+                   strncmp(line, "error ", 6) == 0 ||
+                   strncmp(line, "show ", 5) == 0) {
+            /* pam_info or pam_error, unless PAM_SILENT; show: text the
+             * next prompt needs (a token to enroll), shown as it is */
+            if (line[0] == 's' || (r->flags & PAM_SILENT) == 0)
                 (void)pam_prompt(r->pamh,
-                                 line[0] == 'i' ? PAM_TEXT_INFO : PAM_ERROR_MSG,
+                                 line[0] == 'e' ? PAM_ERROR_MSG : PAM_TEXT_INFO,
                                  NULL, "%s", strchr(line, ' ') + 1);
             set_deadline(r); /* showing it may have blocked (a dialog) */
         } else if (strncmp(line, "log ", 4) == 0) {

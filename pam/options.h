@@ -13,15 +13,21 @@
 #define WW_DEFAULT_TIMEOUT 30
 #define WW_MIN_TIMEOUT 1
 #define WW_MAX_TIMEOUT 600
+#define WW_MAX_EXEMPT 16 /* exempt_group= and exempt_from= lines, each */
 
 struct ww_options {
     int nullok;
     int debug;
+    int enroll_at_login; /* offer a token to a user who has none */
     unsigned int timeout; /* seconds, WW_MIN_TIMEOUT..WW_MAX_TIMEOUT */
     const char *helper;   /* absolute paths; point into argv or defaults */
     const char *state_dir;
     const char *config;
     int config_named; /* config= was given: the file must exist */
+    /* Passed to the helper, which decides (docs/helper-protocol.md). */
+    const char *exempt_group[WW_MAX_EXEMPT];
+    const char *exempt_from[WW_MAX_EXEMPT];
+    unsigned int n_exempt_group, n_exempt_from;
 };
 
 /*

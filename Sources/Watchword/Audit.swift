@@ -306,6 +306,7 @@ struct Status: ParsableCommand {
             if r.otp == nil && r.phone == nil && !r.recoveryCodeHashes.isEmpty { recoveryOnly += 1 }
         }
         let locked = records.filter { $0.lockoutRemaining(at: now) != nil }.map(\.user.value)
+        let pending = records.filter { !$0.isEnrolled && $0.pending?.isAlive(at: now) == true }
         let failures = entries.filter {
             $0.event == "login" && $0.time > now - 86400 && ($0.outcome == "auth_err" || $0.outcome == "maxtries")
         }
@@ -329,6 +330,7 @@ struct Status: ParsableCommand {
                         ("totp", .int(Int64(totp))), ("hotp", .int(Int64(hotp))), ("sms", .int(Int64(sms))),
                         ("recovery_only", .int(Int64(recoveryOnly))),
                     ])),
+                    ("pending", .object(pending.map { ($0.user.value, .int($0.pending?.expires ?? 0)) })),
                     ("locked", .array(locked.map { .string($0) })),
                     ("failures_24h", .int(Int64(failures.count))),
                     ("failures_24h_by_user", .object(failuresByUser.map { ($0.0, .int(Int64($0.1))) })),
@@ -339,6 +341,11 @@ struct Status: ParsableCommand {
         }
         func line(_ label: String, _ value: String) { print(label + String(repeating: " ", count: max(1, 24 - label.count)) + value) }
         line("Users enrolled:", "\(records.count) (totp \(totp), hotp \(hotp), sms \(sms), recovery-only \(recoveryOnly))")
+        line(
+            "Pending enrollment:",
+            pending.isEmpty
+                ? "none"
+                : pending.map { "\($0.user.value) (until \(formatTime($0.pending?.expires ?? 0)))" }.joined(separator: ", "))
         line("Locked out now:", locked.isEmpty ? "none" : locked.joined(separator: ", "))
         line(
             "Failed logins (24 h):",

@@ -22,6 +22,13 @@ func describe(_ record: UserRecord, now: Int64) -> JSON {
         pairs.append(("sms_sent_last_hour", .int(Int64(record.sms.sent.count(at: now)))))
     }
     pairs.append(("recovery_codes_left", .int(Int64(record.recoveryCodeHashes.count))))
+    if let pending = record.pending {
+        pairs.append(("pending", .string(pending.otp.kind.rawValue)))
+        pairs.append(("pending_expires", .int(pending.expires)))
+        pairs.append(("pending_expired", .bool(!pending.isAlive(at: now))))
+    } else {
+        pairs.append(("pending", .null))
+    }
     pairs.append(("failures", .int(Int64(record.failures))))
     pairs.append(("locked", .bool(record.lockoutRemaining(at: now) != nil)))
     pairs.append(("locked_until", record.lockedUntil > 0 ? .int(record.lockedUntil) : .null))
@@ -30,9 +37,12 @@ func describe(_ record: UserRecord, now: Int64) -> JSON {
     return .object(pairs)
 }
 
-/// `totp`, `hotp`, `sms`, `totp+sms`, `hotp+sms`, or `-`.
+/// `totp`, `hotp`, `sms`, `totp+sms`, `hotp+sms`, `totp (pending)`, or `-`.
 func methodText(_ record: UserRecord) -> String {
     let methods = [record.otp?.kind.rawValue, record.phone == nil ? nil : "sms"].compactMap { $0 }
+    if methods.isEmpty, let pending = record.pending {
+        return "\(pending.otp.kind.rawValue) (pending\(pending.isAlive(at: unixTimeNow()) ? "" : ", expired"))"
+    }
     return methods.isEmpty ? "-" : methods.joined(separator: "+")
 }
 
@@ -102,6 +112,13 @@ struct Show: ParsableCommand {
             if record.otp == nil { rows.append(["method", "sms"]) }
             rows.append(["phone", phone.masked])
             rows.append(["texts last hour", String(record.sms.sent.count(at: now))])
+        }
+        if let pending = record.pending {
+            rows.append([
+                "pending token",
+                "\(pending.otp.kind.rawValue), shown at the next login; "
+                    + (pending.isAlive(at: now) ? "expires \(formatTime(pending.expires))" : "expired \(formatTime(pending.expires))"),
+            ])
         }
         rows.append(["recovery codes left", String(record.recoveryCodeHashes.count)])
         rows.append(["failures", String(record.failures)])

@@ -44,6 +44,15 @@ struct Enroll: ParsableCommand {
     var counter: UInt64 = 0
     @Option(help: ArgumentHelp("The name the app shows for the account (default: this host's name).", valueName: "name"))
     var issuer: String?
+    @Flag(
+        name: .customLong("at-next-login"),
+        help: "Make the token pending: it is shown to the user at their next login (URI and QR code) and becomes active when they type its first code; you never see its secret.")
+    var atNextLogin = false
+    @Option(
+        help: ArgumentHelp(
+            "With --at-next-login: how long the token waits, e.g. 7d, 12h, 30m (default 7d, at most 90d).",
+            valueName: "duration"))
+    var expires: String?
     @Flag(help: "Replace an existing token or phone number.")
     var force = false
     @OptionGroup var output: OutputOptions
@@ -65,6 +74,16 @@ struct Enroll: ParsableCommand {
             }
         } else {
             guard totp != hotp else { throw ValidationError("give exactly one of --totp or --hotp (and/or --sms NUMBER)") }
+        }
+        if atNextLogin {
+            guard otpKind != nil, sms == nil, secret == nil else {
+                throw ValidationError("--at-next-login needs --totp or --hotp, and takes neither --sms nor --secret")
+            }
+            if let expires, Self.seconds(expires) == nil {
+                throw ValidationError("--expires \(expires): give a number and a unit (m, h or d), from 1m to 90d")
+            }
+        } else if expires != nil {
+            throw ValidationError("--expires applies to --at-next-login only")
         }
         guard (6...8).contains(digits) else { throw ValidationError("--digits must be 6, 7 or 8") }
         guard (1...3600).contains(period) else { throw ValidationError("--period must be 1 to 3600 seconds") }
@@ -116,6 +135,10 @@ struct Enroll: ParsableCommand {
             _ = try HOTP(secret: secretBytes, algorithm: algorithm, digits: digits)
         }
 
+        if atNextLogin, let enrollment {
+            try makePending(enrollment, store: store, name: name)
+            return
+        }
         guard let key = try store.recoveryKey(create: true) else { throw CLIError("could not make the recovery key") }
         let fresh = try RecoveryCodes.generate()
         let now = unixTimeNow()
@@ -198,6 +221,63 @@ struct Enroll: ParsableCommand {
         }
         if !systemHasUser(name) {
             writeStandardError("watchword: warning: no system account named '\(name)' (yet)\n")
+        }
+    }
+}
+
+extension Enroll {
+    /// `30m`, `12h`, `7d` in seconds, from one minute to 90 days; nil for anything else.
+    static func seconds(_ text: String) -> Int64? {
+        guard let unit = text.last, let n = Int64(text.dropLast()), text.dropLast().allSatisfy(\.isASCII), n > 0 else {
+            return nil
+        }
+        let factor: Int64
+        switch unit {
+        case "m": factor = 60
+        case "h": factor = 3600
+        case "d": factor = 86400
+        default: return nil
+        }
+        let (seconds, overflow) = n.multipliedReportingOverflow(by: factor)
+        return !overflow && seconds >= 60 && seconds <= 90 * 86400 ? seconds : nil
+    }
+
+    /// `--at-next-login`: store the token as pending; the user sees it at their next login.
+    func makePending(_ enrollment: OTPEnrollment, store: any StateStore, name: UserName) throws {
+        let now = unixTimeNow()
+        let lifetime = expires.flatMap(Self.seconds) ?? PendingEnrollment.defaultLifetime
+        let pending = PendingEnrollment(otp: enrollment, expires: now + lifetime)
+        let replaced: Bool = try store.update(name) { (record: inout UserRecord?) throws -> Bool in
+            var current = record ?? UserRecord(user: name, created: now)
+            let enrolled = current.isEnrolled
+            if enrolled {
+                guard force else {
+                    throw CLIError(
+                        "\(name) is already enrolled; --force replaces the token, recovery codes and phone number with a token shown at the next login")
+                }
+                // The user now has nothing but the pending token; the SMS limits keep counting.
+                current.otp = nil
+                current.recoveryCodeHashes = []
+                current.phone = nil
+                current.sms.pending = nil
+            }
+            current.pending = pending
+            record = current
+            return enrolled
+        }
+        if output.json {
+            print(
+                JSON.object([
+                    ("user", .string(name.value)), ("method", .string(enrollment.kind.rawValue)),
+                    ("pending", .bool(true)), ("expires", .int(pending.expires)), ("replaced", .bool(replaced)),
+                ]).rendered)
+        } else {
+            if replaced {
+                print("Removed \(name)'s token, recovery codes and phone number (--force).")
+            }
+            print(
+                "\(name) is shown a new \(enrollment.kind.rawValue.uppercased()) token at their next login (until \(formatTime(pending.expires))); it becomes active when they type its first code.")
+            print("Until then \(name) counts as not enrolled; the recovery codes are shown to them once the token is active.")
         }
     }
 }

@@ -54,7 +54,8 @@ struct Enable: ParsableCommand {
 
             Nothing is written until the new PAM stack is shown to run the module, 'sshd -t' \
             accepts the new config and 'sshd -T' shows its values in effect. Refuses while \
-            nobody is enrolled (everybody would be locked out) unless --nullok or --force. \
+            nobody is enrolled (everybody would be locked out) unless --enroll-at-login, --nullok \
+            or --force. \
             Every changed file is first copied to /var/backups/watchword/. Running it again \
             changes nothing; 'watchword disable' puts the files back as they were.
             """)
@@ -67,6 +68,23 @@ struct Enable: ParsableCommand {
 
     @Flag(help: "Let users who are not enrolled in without a code (the module's nullok option), while you enroll everybody.")
     var nullok = false
+
+    @Flag(
+        name: .customLong("enroll-at-login"),
+        help: "Offer a user with no token one at login, after the password or key (the module's enroll_at_login): the safe way to roll out, in place of --nullok.")
+    var enrollAtLogin = false
+
+    @Option(
+        name: .customLong("exempt-group"),
+        help: ArgumentHelp("Members of GROUP are not asked for a code (the module's exempt_group=; may repeat).", valueName: "group"))
+    var exemptGroups: [String] = []
+
+    @Option(
+        name: .customLong("exempt-from"),
+        help: ArgumentHelp(
+            "Logins from an address in CIDR (IPv4 or IPv6; a host name never matches) are not asked (exempt_from=; may repeat).",
+            valueName: "cidr"))
+    var exemptFrom: [String] = []
 
     @Flag(help: "Go on although nobody is enrolled, the module or helper is missing, or the PAM stack would skip the module.")
     var force = false
@@ -85,6 +103,9 @@ struct Enable: ParsableCommand {
         var options = ServiceSetup.Options()
         options.withPublickey = withPublickey
         options.nullok = nullok
+        options.enrollAtLogin = enrollAtLogin
+        options.exemptGroups = exemptGroups
+        options.exemptFrom = exemptFrom
         options.force = force
         options.reload = !noReload
         options.invokingUser = getenv("SUDO_USER").map { String(cString: $0) }

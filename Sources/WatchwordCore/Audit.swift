@@ -199,6 +199,7 @@ public struct AuditingConversation<Base: Conversation>: Conversation {
 
     public mutating func prompt(_ text: String) -> Answer { base.prompt(text) }
     public mutating func info(_ text: String) { base.info(text) }
+    public mutating func show(_ text: String) { base.show(text) }
     public mutating func error(_ text: String) { base.error(text) }
     public mutating func log(_ priority: LogPriority, _ text: String) {
         base.log(priority, text)

@@ -13,6 +13,8 @@ public enum LoginOutcome: String, Sendable {
     case maxtries
     case unavailable
     case convErr = "conv_err"
+    /// An `exempt_group=` or `exempt_from=` of the module line matched: not asked.
+    case exempt
 
     /// The helper's exit status for this outcome (the module checks both).
     public var exitStatus: Int32 {
@@ -23,6 +25,7 @@ public enum LoginOutcome: String, Sendable {
         case .maxtries: 12
         case .unavailable: 13
         case .convErr: 14
+        case .exempt: 15
         }
     }
 }
@@ -46,6 +49,9 @@ public protocol Conversation {
     /// Asks with echo off.
     mutating func prompt(_ text: String) -> Answer
     mutating func info(_ text: String)
+    /// Info text the user needs to answer the next prompt (a token to enroll): shown even
+    /// where plain info is silenced (PAM_SILENT).
+    mutating func show(_ text: String)
     mutating func error(_ text: String)
     /// A line for the system log (authpriv); never a code or a secret.
     mutating func log(_ priority: LogPriority, _ text: String)
@@ -55,6 +61,7 @@ public protocol Conversation {
 
 extension Conversation {
     public mutating func accepted(method: String) {}
+    public mutating func show(_ text: String) { info(text) }
 }
 
 /// Who is logging in, as PAM told the module.
@@ -64,13 +71,22 @@ public struct LoginRequest: Sendable {
     public var rhost: String
     public var tty: String
     public var debug: Bool
+    /// The module's `enroll_at_login`: a user with no token is offered one.
+    public var enrollAtLogin: Bool
+    /// The system's user database knows the user (a token is made at login only for them).
+    public var accountExists: Bool
 
-    public init(user: String, service: String = "", rhost: String = "", tty: String = "", debug: Bool = false) {
+    public init(
+        user: String, service: String = "", rhost: String = "", tty: String = "", debug: Bool = false,
+        enrollAtLogin: Bool = false, accountExists: Bool = false
+    ) {
         self.user = user
         self.service = service
         self.rhost = rhost
         self.tty = tty
         self.debug = debug
+        self.enrollAtLogin = enrollAtLogin
+        self.accountExists = accountExists
     }
 }
 
@@ -93,8 +109,11 @@ public struct LoginFlow {
     /// Makes the SMS provider. Called only when a text is actually sent or a code checked
     /// by the service, so a TOTP login never loads or initialises anything for SMS.
     public let smsGateway: () throws(SMSError) -> SMSGateway
-    /// The host name put in the text message.
+    /// The host name put in the text message, and the issuer of a token made at login.
     public let hostName: () -> String
+    /// A QR code of a text as terminal lines, or nil when none can be drawn (enrollment at
+    /// login then shows the otpauth URI alone).
+    public var qrCode: (String) -> [String]? = { _ in nil }
 
     public static let prompt = "Verification code: "
     public static let smsOfferPrompt = "Verification code (press Enter to get one by SMS): "
@@ -132,6 +151,9 @@ public struct LoginFlow {
             return .unavailable
         }
         guard let record, record.isEnrolled else {
+            if let outcome = enroll(user, record: record, request: request, who: who, conversation: &conversation) {
+                return outcome
+            }
             conversation.log(.info, "\(who): not enrolled")
             return .notEnrolled
         }
@@ -178,10 +200,16 @@ public struct LoginFlow {
         var login = Login(
             flow: self, user: user, who: who, phone: phone, makesCodes: makesCodes, key: key,
             hasOTP: hasOTP, hasRecovery: hasRecovery)
+        if record.phone != nil && phone == nil && !hasOTP {
+            // SMS-only, and no provider: say so, and ask for what can still work.
+            conversation.error(Self.noSMSMessage)
+            login.recoveryOnly = true
+        }
         return login.converse(&conversation)
     }
 
     public static let unavailableMessage = "Two-factor authentication is unavailable; contact your administrator."
+    static let noSMSMessage = "Codes cannot be sent by text message now; enter one of your recovery codes."
 
     static func lockedMessage(_ remaining: Int64) -> String {
         "Too many failed codes: try again in \(remaining) seconds."
@@ -201,6 +229,8 @@ private struct Login {
     let hasRecovery: Bool
     /// Made on first use, at most once per login.
     var gateway: SMSGateway? = nil
+    /// Only a recovery code can work (an SMS-only user while no provider is set).
+    var recoveryOnly = false
 
     var config: Config { flow.config }
     var store: any StateStore { flow.store }
@@ -250,7 +280,7 @@ private struct Login {
             prompt = LoginFlow.smsOfferPrompt
             offerSMS = true
         } else {
-            prompt = LoginFlow.prompt
+            prompt = recoveryOnly ? LoginFlow.recoveryPrompt : LoginFlow.prompt
         }
 
         // Each way round the loop either ends the login or uses up the SMS offer or the
@@ -490,7 +520,7 @@ private struct Login {
             return .done(.authErr)
         case .malformed(let why)?:
             conversation.log(.notice, "\(who): denied: \(why)")
-            conversation.error("The code must be digits only.")
+            conversation.error(why == "empty answer" ? "No code was entered." : "The code must be digits only.")
             return .done(.authErr)
         case .locked(let remaining)?:
             conversation.log(.notice, "\(who): denied: locked out for \(remaining) more seconds")

@@ -91,15 +91,21 @@ public final class FileStore: StateStore, @unchecked Sendable {
     /// The checked state directory, for what else lives there (the audit log).
     public let root: SecureDirectory
     private let create: Bool
+    private let createSubdirectories: Bool
 
     /// Opens the state directory; with `create` (the CLI) it and its subdirectories are made
-    /// when missing, never fixed when they exist with the wrong owner or mode.
+    /// when missing, never fixed when they exist with the wrong owner or mode. With
+    /// `createSubdirectories` (a login that may enroll a user) the directory must exist and
+    /// only what is inside it is made.
     ///
     /// A directory that has joined a fleet is refused unless `fleetMember` is set (only
     /// `store import-files`, which copies such a directory's users into the database).
-    public init(path: String = FileStore.defaultPath, create: Bool, fleetMember: Bool = false) throws(StoreError) {
+    public init(
+        path: String = FileStore.defaultPath, create: Bool, createSubdirectories: Bool = false, fleetMember: Bool = false
+    ) throws(StoreError) {
         self.path = path
         self.create = create
+        self.createSubdirectories = create || createSubdirectories
         do {
             root = try SecureDirectory.open(path, create: create)
         } catch {
@@ -122,7 +128,7 @@ public final class FileStore: StateStore, @unchecked Sendable {
     }
 
     private func directory(_ name: String) throws(StoreError) -> SecureDirectory? {
-        try root.optionalSubdirectory(name, create: create)
+        try root.optionalSubdirectory(name, create: createSubdirectories)
     }
 
     public func load(_ user: UserName) throws(StoreError) -> UserRecord? {

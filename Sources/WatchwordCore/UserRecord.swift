@@ -18,6 +18,10 @@ public struct UserRecord: Sendable, Equatable {
     /// The SMS code in flight and recent sends (kept when the phone is removed, so that
     /// removing and re-adding a number does not reset the rate limits).
     public var sms = SMSState()
+    /// A token made for the user but not yet confirmed: offered at their next login
+    /// (`enroll --at-next-login`, or the module's `enroll_at_login`), active once they type
+    /// its first code. It does not make the user enrolled.
+    public var pending: PendingEnrollment?
 
     public init(user: UserName, created: Int64) {
         self.user = user
@@ -30,6 +34,23 @@ public struct UserRecord: Sendable, Equatable {
     public func lockoutRemaining(at now: Int64) -> Int64? {
         lockedUntil > now ? lockedUntil - now : nil
     }
+}
+
+/// A token waiting for its first code (see `UserRecord.pending`).
+public struct PendingEnrollment: Sendable, Equatable {
+    public var otp: OTPEnrollment
+    /// Unix time after which it is gone and the user counts as not enrolled.
+    public var expires: Int64
+
+    public init(otp: OTPEnrollment, expires: Int64) {
+        self.otp = otp
+        self.expires = expires
+    }
+
+    public func isAlive(at now: Int64) -> Bool { now < expires }
+
+    /// How long a pending token lives unless the admin says otherwise: 7 days.
+    public static let defaultLifetime: Int64 = 7 * 86400
 }
 
 /// A TOTP or HOTP token.
@@ -96,6 +117,9 @@ public struct StateFormatError: Error, Sendable, Equatable, CustomStringConverti
 ///     sms.tries <0-3>             wrong answers while it was pending
 ///     sms.last_sent <unix time>   the last text
 ///     sms.sent MINUTE:COUNT ...   texts per minute (unix time / 60) in the last hour
+///
+/// A token waiting for its first code has the `otp.*` keys under `pending.*`, and
+/// `pending.expires <unix time>`; written only when there is one.
 extension UserRecord {
     public static let formatHeader = "watchword-user 1"
     public static let maxFileSize = 64 * 1024
@@ -103,21 +127,14 @@ extension UserRecord {
 
     public func serialized() -> [UInt8] {
         var lines = [Self.formatHeader, "user \(user.value)", "created \(created)"]
-        if let otp {
-            lines.append("otp \(otp.kind.rawValue)")
-            lines.append("otp.secret \(Base32.encode(otp.secret))")
-            lines.append("otp.algorithm \(otp.algorithm.rawValue)")
-            lines.append("otp.digits \(otp.digits)")
-            lines.append("otp.period \(otp.period)")
-            lines.append("otp.counter \(otp.counter)")
-            lines.append("otp.last_step \(otp.lastStep.map { String($0) } ?? "none")")
-            // One line per key: a control character in the issuer must not start another.
-            let issuer = String(otp.issuer.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
-            lines.append("otp.issuer \(issuer)")
-        }
+        if let otp { lines += Self.lines(of: otp, prefix: "otp") }
         lines.append("failures \(failures)")
         lines.append("locked_until \(lockedUntil)")
         lines.append("last_success \(lastSuccess)")
+        if let pending {
+            lines += Self.lines(of: pending.otp, prefix: "pending")
+            lines.append("pending.expires \(pending.expires)")
+        }
         if let phone { lines.append("phone \(phone.e164)") }
         if let pending = sms.pending {
             if let hash = pending.hash { lines.append("sms.code \(hash)") }
@@ -178,46 +195,14 @@ extension UserRecord {
             throw StateFormatError(line: reader.line("user"), message: "file names user '\(userText)', not '\(expectedUser)'")
         }
         var record = UserRecord(user: expectedUser, created: try reader.int("created", 0...Int64.max))
-        if let kindText = reader.takeOptional("otp") {
-            guard let kind = OTPEnrollment.Kind(rawValue: kindText) else {
-                throw StateFormatError(line: reader.line("otp"), message: "unknown otp kind '\(kindText)'")
-            }
-            let secretText = try reader.take("otp.secret")
-            let secret: [UInt8]
-            do {
-                secret = try Base32.decode(secretText)
-            } catch {
-                throw StateFormatError(line: reader.line("otp.secret"), message: "otp.secret is not base32")
-            }
-            let algorithmText = try reader.take("otp.algorithm")
-            guard let algorithm = OTPAlgorithm(rawValue: algorithmText) else {
-                throw StateFormatError(line: reader.line("otp.algorithm"), message: "unknown algorithm '\(algorithmText)'")
-            }
-            let digits = Int(try reader.int("otp.digits", 6...8))
-            let period = Int(try reader.int("otp.period", 1...3600))
-            let counter = try reader.uint("otp.counter")
-            let lastStepText = try reader.take("otp.last_step")
-            var lastStep: UInt64? = nil
-            if lastStepText != "none" {
-                guard let step = UInt64(lastStepText), lastStepText == String(step) else {
-                    throw StateFormatError(line: reader.line("otp.last_step"), message: "otp.last_step is not a number")
-                }
-                lastStep = step
-            }
-            let issuer = try reader.take("otp.issuer")
-            do {
-                _ = try HOTP(secret: secret, algorithm: algorithm, digits: digits)
-            } catch {
-                throw StateFormatError(line: reader.line("otp.secret"), message: "\(error)")
-            }
-            record.otp = OTPEnrollment(
-                kind: kind, secret: secret, algorithm: algorithm, digits: digits, period: period, counter: counter,
-                lastStep: lastStep, issuer: issuer)
-        }
+        record.otp = try readOTP(&reader, prefix: "otp")
         record.failures = Int(try reader.int("failures", 0...1_000_000_000))
         record.lockedUntil = try reader.int("locked_until", 0...Int64.max)
         record.lastSuccess = try reader.int("last_success", 0...Int64.max)
         record.recoveryCodeHashes = recovery
+        if let otp = try readOTP(&reader, prefix: "pending") {
+            record.pending = PendingEnrollment(otp: otp, expires: try reader.int("pending.expires", 0...Int64.max))
+        }
         try readSMS(&reader, into: &record)
         if let (key, (_, line)) = reader.remaining.first {
             throw StateFormatError(line: line, message: "unknown key '\(key)'")
@@ -227,6 +212,61 @@ extension UserRecord {
 }
 
 extension UserRecord {
+    /// A token's lines, `otp.*` for the active one and `pending.*` for one waiting for its
+    /// first code.
+    fileprivate static func lines(of otp: OTPEnrollment, prefix: String) -> [String] {
+        // One line per key: a control character in the issuer must not start another.
+        let issuer = String(otp.issuer.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "?" : Character($0) })
+        return [
+            "\(prefix) \(otp.kind.rawValue)",
+            "\(prefix).secret \(Base32.encode(otp.secret))",
+            "\(prefix).algorithm \(otp.algorithm.rawValue)",
+            "\(prefix).digits \(otp.digits)",
+            "\(prefix).period \(otp.period)",
+            "\(prefix).counter \(otp.counter)",
+            "\(prefix).last_step \(otp.lastStep.map { String($0) } ?? "none")",
+            "\(prefix).issuer \(issuer)",
+        ]
+    }
+
+    fileprivate static func readOTP(_ reader: inout FieldReader, prefix: String) throws(StateFormatError) -> OTPEnrollment? {
+        guard let kindText = reader.takeOptional(prefix) else { return nil }
+        guard let kind = OTPEnrollment.Kind(rawValue: kindText) else {
+            throw StateFormatError(line: reader.line(prefix), message: "unknown \(prefix) kind '\(kindText)'")
+        }
+        let secretText = try reader.take("\(prefix).secret")
+        let secret: [UInt8]
+        do {
+            secret = try Base32.decode(secretText)
+        } catch {
+            throw StateFormatError(line: reader.line("\(prefix).secret"), message: "\(prefix).secret is not base32")
+        }
+        let algorithmText = try reader.take("\(prefix).algorithm")
+        guard let algorithm = OTPAlgorithm(rawValue: algorithmText) else {
+            throw StateFormatError(line: reader.line("\(prefix).algorithm"), message: "unknown algorithm '\(algorithmText)'")
+        }
+        let digits = Int(try reader.int("\(prefix).digits", 6...8))
+        let period = Int(try reader.int("\(prefix).period", 1...3600))
+        let counter = try reader.uint("\(prefix).counter")
+        let lastStepText = try reader.take("\(prefix).last_step")
+        var lastStep: UInt64? = nil
+        if lastStepText != "none" {
+            guard let step = UInt64(lastStepText), lastStepText == String(step) else {
+                throw StateFormatError(line: reader.line("\(prefix).last_step"), message: "\(prefix).last_step is not a number")
+            }
+            lastStep = step
+        }
+        let issuer = try reader.take("\(prefix).issuer")
+        do {
+            _ = try HOTP(secret: secret, algorithm: algorithm, digits: digits)
+        } catch {
+            throw StateFormatError(line: reader.line("\(prefix).secret"), message: "\(error)")
+        }
+        return OTPEnrollment(
+            kind: kind, secret: secret, algorithm: algorithm, digits: digits, period: period, counter: counter,
+            lastStep: lastStep, issuer: issuer)
+    }
+
     /// The optional SMS keys; see the format description above.
     fileprivate static func readSMS(_ reader: inout FieldReader, into record: inout UserRecord) throws(StateFormatError) {
         if let text = reader.takeOptional("phone") {

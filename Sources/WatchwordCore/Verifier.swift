@@ -37,14 +37,31 @@ public struct Verifier: Sendable {
     public let policy: Policy
     public init(policy: Policy) { self.policy = policy }
 
-    /// Trims surrounding white space; a code is 1–64 ASCII digits, else nil.
+    /// Trims surrounding white space and drops single spaces or hyphens between digits
+    /// (`123 456`, `123-456`, as apps show codes); a code is then 1–64 ASCII digits, else nil.
     public static func normalize(_ answer: [UInt8]) -> String? {
         let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C]
+        func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
         var slice = answer[...]
         while let first = slice.first, space.contains(first) { slice = slice.dropFirst() }
         while let last = slice.last, space.contains(last) { slice = slice.dropLast() }
-        guard !slice.isEmpty, slice.count <= 64, slice.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
-        return String(decoding: slice, as: UTF8.self)
+        guard slice.count <= 64 + 63 else { return nil }
+        var digits: [UInt8] = []
+        var previous: UInt8? = nil
+        for (offset, byte) in zip(slice.indices, slice) {
+            if isDigit(byte) {
+                digits.append(byte)
+            } else if byte == 0x20 || byte == 0x2D, let before = previous, isDigit(before),
+                offset + 1 < slice.endIndex, isDigit(slice[offset + 1])
+            {
+                // A separator between two digits: skipped.
+            } else {
+                return nil
+            }
+            previous = byte
+        }
+        guard !digits.isEmpty, digits.count <= 64 else { return nil }
+        return String(decoding: digits, as: UTF8.self)
     }
 
     /// Whether an answer is empty once trimmed (the user just pressed Enter).
@@ -68,7 +85,7 @@ public struct Verifier: Sendable {
     ) -> Verdict {
         if let remaining = record.lockoutRemaining(at: now) { return .locked(remaining: remaining) }
         guard let code = Self.normalize(answer) else {
-            return .malformed(answer.isEmpty ? "empty answer" : "answer is not a code of digits")
+            return .malformed(Self.isBlank(answer) ? "empty answer" : "answer is not a code of digits")
         }
         if let pending = record.sms.pending,
             now >= pending.expires || (pending.hash != nil && pending.tries >= PendingSMSCode.maxTries)
@@ -99,6 +116,30 @@ public struct Verifier: Sendable {
         }
         useSMSTry(record: &record)
         return fail(record: &record, now: now)
+    }
+
+    /// Checks the first code of the pending token `secret` (enrollment at login). The token
+    /// must still be the pending one, alive, and the user still without an active token:
+    /// otherwise nil, and nothing changes. A right code makes it the user's token (a code
+    /// cannot be used twice: its step is the last accepted) and takes `recoveryHashes` as
+    /// the user's recovery codes; a wrong one is counted as any failure is.
+    public func confirmPending(
+        _ answer: [UInt8], secret: [UInt8], record: inout UserRecord, now: Int64, recoveryHashes: [String]
+    ) -> Verdict? {
+        guard let pending = record.pending, pending.isAlive(at: now), record.otp == nil,
+            constantTimeEquals(pending.otp.secret, secret)
+        else { return nil }
+        if let remaining = record.lockoutRemaining(at: now) { return .locked(remaining: remaining) }
+        guard let code = Self.normalize(answer) else {
+            return .malformed(Self.isBlank(answer) ? "empty answer" : "answer is not a code of digits")
+        }
+        var trial = record
+        trial.otp = pending.otp
+        guard let method = acceptOTP(code, record: &trial, now: now) else { return fail(record: &record, now: now) }
+        record.otp = trial.otp
+        record.pending = nil
+        record.recoveryCodeHashes = recoveryHashes
+        return succeed(method, record: &record, now: now)
     }
 
     /// Completes `.askService` under the user's lock once the service has answered. An

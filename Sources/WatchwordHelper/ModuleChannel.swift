@@ -19,6 +19,11 @@ struct Header {
     var debug = false
     /// The module's `timeout=`: the longest it waits for each message; bounds the database.
     var timeout = 30
+    /// The module's `enroll_at_login`: a user with no token is offered one.
+    var enrollAtLogin = false
+    /// The module line's `exempt_group=` and `exempt_from=` values, in order.
+    var exemptGroups: [String] = []
+    var exemptFrom: [String] = []
 }
 
 struct ProtocolError: Error, CustomStringConvertible {
@@ -92,11 +97,26 @@ struct ModuleChannel {
         }
         var header = Header()
         var seen: Set<String> = []
+        var lines = 0
         while true {
             let line = String(decoding: try readLine(), as: UTF8.self)
             if line == "end" { break }
             let key = String(line.prefix { $0 != " " })
             let value = line.count > key.count ? String(line.dropFirst(key.count + 1)) : ""
+            lines += 1
+            guard lines <= 48 else { throw ProtocolError("too many header lines") }
+            switch key {
+            case "exempt_group", "exempt_from":
+                // May repeat, as the option may on the module line.
+                guard !value.isEmpty, !value.contains(" ") else { throw ProtocolError("bad \(key)") }
+                if key == "exempt_group" { header.exemptGroups.append(value) } else { header.exemptFrom.append(value) }
+                guard header.exemptGroups.count <= 16, header.exemptFrom.count <= 16 else {
+                    throw ProtocolError("too many \(key) lines")
+                }
+                continue
+            default:
+                break
+            }
             guard !seen.contains(key) else { throw ProtocolError("'\(key)' twice") }
             seen.insert(key)
             switch key {
@@ -113,13 +133,15 @@ struct ModuleChannel {
             case "config_required":
                 guard value == "0" || value == "1" else { throw ProtocolError("bad config_required") }
                 header.configRequired = value == "1"
+            case "enroll_at_login":
+                guard value == "0" || value == "1" else { throw ProtocolError("bad enroll_at_login") }
+                header.enrollAtLogin = value == "1"
             case "debug": header.debug = value == "1"
             case "timeout":
                 guard let seconds = Int(value), (1...600).contains(seconds) else { throw ProtocolError("bad timeout") }
                 header.timeout = seconds
             default: throw ProtocolError("unknown header '\(key)'")
             }
-            guard seen.count <= 16 else { throw ProtocolError("too many header lines") }
         }
         for required in ["nonce", "user", "service", "state_dir", "config", "config_required"] where !seen.contains(required) {
             throw ProtocolError("'\(required)' missing")
@@ -156,6 +178,7 @@ struct SocketConversation: Conversation {
     }
 
     mutating func info(_ text: String) { channel.send("info " + clean(text)) }
+    mutating func show(_ text: String) { channel.send("show " + clean(text)) }
     mutating func error(_ text: String) { channel.send("error " + clean(text)) }
 
     mutating func log(_ priority: LogPriority, _ text: String) {

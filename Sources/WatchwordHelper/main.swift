@@ -13,6 +13,7 @@ import WatchwordCore
 import WatchwordCrypto
 import WatchwordSMS
 import WatchwordPostgres
+import WatchwordQR
 
 /// The protocol exit status for "cannot run": the module maps it to PAM_AUTHINFO_UNAVAIL.
 let unavailable = LoginOutcome.unavailable.exitStatus
@@ -80,21 +81,53 @@ do {
     let config = try Config.load(path: header.config, required: header.configRequired)
     auditUser = logField(canonicalUserName(shownUser), limit: Int.max)
     let request = LoginRequest(
-        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug)
+        user: auditUser, service: shownService, rhost: shownRhost, tty: header.tty, debug: header.debug,
+        enrollAtLogin: header.enrollAtLogin, accountExists: getpwnam(header.user) != nil)
+    // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
+    let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
     // The provider is made only if this login sends or checks a text.
     let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
-    switch config.store.backend {
-    case .files:
-        let store = try FileStore(path: header.stateDir, create: false)
-        stateRoot = store.root
-        auditStore = store
-        let flow = LoginFlow(config: config, store: store, smsGateway: gateway)
-        outcome = flow.run(request, conversation: &conversation)
-    case .postgres:
-        var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
-        outcome = fleet.run(request, conversation: &conversation, smsGateway: gateway)
-        stateRoot = fleet.localRoot
-        auditStore = fleet.auditStore
+    let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
+    let exemptReason = exemptions.reason(rhost: header.rhost) { group in
+        let member = systemUserIsMember(auditUser, of: group)
+        if member == nil { conversation.log(.warning, "exempt_group=\(logField(group, limit: 255)): no such group") }
+        return member
+    }
+    if let exemptReason {
+        // Not asked, whatever the state says; the state is opened for the audit line only.
+        conversation.log(.info, "user \(auditUser)\(shownRhost.isEmpty ? "" : " from \(shownRhost)"): \(exemptReason)")
+        outcome = .exempt
+        switch config.store.backend {
+        case .files:
+            let store = try? FileStore(path: header.stateDir, create: false)
+            stateRoot = store?.root
+            auditStore = store
+        case .postgres:
+            let db = PostgresStore(settings: DatabaseSettings(
+                config.store, timeoutSeconds: header.timeout, applicationName: "watchword-helper"))
+            do {
+                try db.open()
+                auditStore = db
+            } catch {
+                conversation.log(.warning, "audit line of an exempt login not sent to the database: \(error)")
+            }
+        }
+    } else {
+        switch config.store.backend {
+        case .files:
+            let store = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
+            stateRoot = store.root
+            auditStore = store
+            var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
+            flow.qrCode = qrCode
+            outcome = flow.run(request, conversation: &conversation)
+        case .postgres:
+            var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
+            fleet.qrCode = qrCode
+            outcome = fleet.run(request, conversation: &conversation, smsGateway: gateway)
+            stateRoot = fleet.localRoot
+            auditStore = fleet.auditStore
+        }
     }
 } catch {
     conversation.log(.err, "denied: \(error)")

@@ -18,6 +18,8 @@ public struct FleetLogin {
     public private(set) var localRoot: SecureDirectory? = nil
     /// Where the login's audit line goes: the database, or this host while it is down.
     public private(set) var auditStore: (any StateStore)? = nil
+    /// Passed to the login flow (enrollment at login).
+    public var qrCode: (String) -> [String]? = { _ in nil }
 
     public init(config: Config, stateDir: String, timeout: Int) {
         self.config = config
@@ -71,7 +73,8 @@ public struct FleetLogin {
             conversation.log(.err, "state directory \(stateDir) not marked as a fleet member: \(error)")
         }
 
-        let flow = LoginFlow(config: config, store: db, smsGateway: smsGateway)
+        var flow = LoginFlow(config: config, store: db, smsGateway: smsGateway)
+        flow.qrCode = qrCode
         let outcome = flow.run(request, conversation: &conversation)
 
         // Bring this host's cache up to date with what the database holds now. Not after a

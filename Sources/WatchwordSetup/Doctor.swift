@@ -30,6 +30,9 @@ public struct Doctor {
     public let installation: Installation
     var root: SystemRoot { installation.root }
     private var findings: [Finding] = []
+    /// sshd's module line says enroll_at_login and no password is checked before it: only
+    /// a public key, required by every way in, can be the first factor (checkSSHD looks).
+    private var sshdEnrollNeedsKey = false
     /// Fleet mode: checks the shared database (connectivity, TLS, schema, clock skew) and
     /// returns its findings and records. Set by the CLI, which links the PostgreSQL store.
     public var checkDatabase: ((Config) -> (findings: [Finding], records: [UserRecord]?))?
@@ -259,9 +262,19 @@ public struct Doctor {
                 add(.warn, "users.locked", "\(record.user) is locked out for \(left) s more after \(record.failures) failures (watchword unlock \(record.user))")
             }
         }
-        for case (.sudo, .success(let stack)) in stacks {
+        for case (.sshd, .success(let stack)) in stacks {
             let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
             guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") }) else { continue }
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(names), moduleArguments: rules.flatMap(\.arguments))
+            if !stranded.isEmpty {
+                add(.warn, "users.keys", "log in with SSH keys but are neither enrolled nor exempt, so sshd asks them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it)")
+            }
+        }
+        for case (.sudo, .success(let stack)) in stacks {
+            let rules = stack.entries.compactMap(\.rule).filter(Self.isModule)
+            guard !rules.isEmpty, !rules.contains(where: { $0.arguments.contains("nullok") || $0.arguments.contains("enroll_at_login") })
+            else { continue }
             let missing = installation.sudoers().filter { !names.contains($0) }
             if !missing.isEmpty {
                 add(.warn, "users.sudo", "in the sudo/admin/wheel group but not enrolled, so sudo refuses them: \(missing.joined(separator: ", "))")
@@ -271,7 +284,8 @@ public struct Doctor {
 
     // MARK: PAM
 
-    /// Returns whether the module is enforced in the stack, and whether it has nullok.
+    /// Returns whether the module is enforced in the stack, and whether it lets a user with
+    /// no token be (nullok) or become (enroll_at_login) anything but refused.
     private mutating func checkStack(_ service: Service, _ loaded: Result<PAMStack, SetupError>) -> (Bool, Bool) {
         let check = "pam.\(service)"
         let stack: PAMStack
@@ -309,6 +323,22 @@ public struct Doctor {
         if nullok {
             add(.warn, check, "\(target.line.location): nullok lets users who are not enrolled in without a code; drop it once everybody is enrolled")
         }
+        checkExemptions(check, target.line.location, rules.flatMap(\.arguments))
+        if rules.contains(where: { $0.arguments.contains("enroll_at_login") }) {
+            // Anything before the module that is not a module without credentials checks
+            // the first factor (pam_unix, pam_sss, ...).
+            let before = stack.entries.prefix { entry in entry.rule.map { !Self.isModule($0) } ?? true }
+            let firstFactor = before.contains { entry in
+                entry.rule.map { !Self.noCredentialModules.contains($0.moduleName) } ?? false
+            }
+            if firstFactor {
+                add(.ok, check, "\(target.line.location): enroll_at_login: a user with no token sets one up at login, after the first factor")
+            } else if service == .sshd {
+                sshdEnrollNeedsKey = true
+            } else {
+                add(.warn, check, "\(target.line.location): enroll_at_login, but nothing before the module checks a password: whoever reaches it can set up a token for an account that has none")
+            }
+        }
         if rules.contains(where: \.silent) {
             add(.warn, check, "\(target.line.location): the leading '-' makes libpam skip the line silently if the module goes missing; drop it")
         }
@@ -322,7 +352,41 @@ public struct Doctor {
                 }
             }
         }
-        return (true, nullok)
+        // Like nullok for "nobody enrolled": a user with no token is offered one, not refused.
+        return (true, nullok || rules.contains { $0.arguments.contains("enroll_at_login") })
+    }
+
+    /// `exempt_group=` and `exempt_from=` are meant: listed as OK, with a warning where an
+    /// exempt group holds users who may use sudo or does not exist, and a FAIL for a range
+    /// the helper cannot read (every login through the line is then refused).
+    private mutating func checkExemptions(_ check: String, _ location: String, _ arguments: [String]) {
+        var listed: [String] = []
+        for argument in arguments {
+            if argument.hasPrefix("exempt_from=") {
+                let text = String(argument.dropFirst(12))
+                do {
+                    _ = try AddressRange(text)
+                    listed.append("logins from \(text)")
+                } catch {
+                    add(.fail, check, "\(location): \(error): every login through this line is refused")
+                }
+            } else if argument.hasPrefix("exempt_group=") {
+                let group = String(argument.dropFirst(13))
+                guard let members = installation.groupMembers(group) else {
+                    add(.warn, check, "\(location): exempt_group=\(group): no such group, so it exempts nobody")
+                    continue
+                }
+                listed.append("group \(group) (\(members.isEmpty ? "no members" : members.joined(separator: ", ")))")
+                let sudoers = installation.sudoers()
+                let admins = ["sudo", "admin", "wheel"].contains(group) ? members : members.filter { sudoers.contains($0) }
+                if !admins.isEmpty {
+                    add(.warn, check, "\(location): exempt_group=\(group) holds users who may use sudo (\(admins.joined(separator: ", "))): they are never asked for a code")
+                }
+            }
+        }
+        if !listed.isEmpty {
+            add(.ok, check, "\(location): exempt by intent, not asked for a code: \(listed.joined(separator: "; "))")
+        }
     }
 
     // MARK: sshd
@@ -409,6 +473,14 @@ public struct Doctor {
                 let what = list == ["publickey"] ? "a public key alone logs in: sshd does not run PAM's auth stack for publickey" : "'\(shown)' logs in without PAM's auth stack"
                 add(.fail, "sshd.bypass", "\(what) (AuthenticationMethods \(values["authenticationmethods"] ?? "any")); require keyboard-interactive: watchword enable sshd [--with-publickey]")
                 bypass = true
+            }
+        }
+        if sshdEnrollNeedsKey {
+            let keyless = asking.filter { !$0.split(separator: ",").contains("publickey") }
+            if keyless.isEmpty {
+                add(.ok, "sshd.bypass", "enroll_at_login: the public key is the first factor of every way in")
+            } else {
+                add(.warn, "sshd.bypass", "enroll_at_login, and '\(keyless.joined(separator: "' and '"))' checks no password or key before the module: whoever reaches it can set up a token for an account that has none (watchword enable sshd --with-publickey, or keep common-auth before the module)")
             }
         }
         if asking.isEmpty && !bypass {

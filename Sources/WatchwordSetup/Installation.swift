@@ -116,6 +116,54 @@ public struct Installation {
         return names
     }
 
+    /// The members of `group` in the root's /etc/group and /etc/passwd (named in the group's
+    /// line, or having it as their primary group), or nil when there is no such group.
+    public func groupMembers(_ group: String) -> [String]? {
+        guard let text = try? root.readText("/etc/group") else { return nil }
+        var gid: Substring? = nil
+        var names: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 4, fields[0] == group else { continue }
+            gid = fields[2]
+            names = fields[3].split(separator: ",").map(String.init)
+            break
+        }
+        guard let gid else { return nil }
+        for line in (try? root.readText("/etc/passwd"))?.split(separator: "\n") ?? [] {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            if fields.count >= 4, fields[3] == gid, !names.contains(String(fields[0])) { names.append(String(fields[0])) }
+        }
+        return names
+    }
+
+    /// Accounts that can log in over SSH with a key: those of the root's /etc/passwd with a
+    /// `.ssh/authorized_keys` or `.ssh/authorized_keys2` in their home directory.
+    public func keyLoginAccounts() -> [String] {
+        guard let text = try? root.readText("/etc/passwd") else { return [] }
+        var names: [String] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count >= 7, fields[5].hasPrefix("/"), !names.contains(String(fields[0])) else { continue }
+            let home = fields[5].hasSuffix("/") ? String(fields[5].dropLast()) : String(fields[5])
+            if root.exists(home + "/.ssh/authorized_keys") || root.exists(home + "/.ssh/authorized_keys2") {
+                names.append(String(fields[0]))
+            }
+        }
+        return names
+    }
+
+    /// Of `keyLoginAccounts()`, those neither enrolled (`enrolled`) nor in one of the
+    /// module line's `exempt_group=` groups: the module would ask them for a code they do
+    /// not have.
+    public func keyAccountsWithoutCode(enrolled: Set<String>, moduleArguments: [String]) -> [String] {
+        var exempt: Set<String> = []
+        for argument in moduleArguments where argument.hasPrefix("exempt_group=") {
+            exempt.formUnion(groupMembers(String(argument.dropFirst(13))) ?? [])
+        }
+        return keyLoginAccounts().filter { !enrolled.contains($0) && !exempt.contains($0) }
+    }
+
     /// The PAM options that point the module at this installation's state and config, when
     /// they are not the defaults.
     public var moduleOptions: [String] {

@@ -15,6 +15,11 @@ public struct ServiceSetup {
     public struct Options {
         public var withPublickey = false
         public var nullok = false
+        /// The module's `enroll_at_login`.
+        public var enrollAtLogin = false
+        /// `exempt_group=` and `exempt_from=` for the module line.
+        public var exemptGroups: [String] = []
+        public var exemptFrom: [String] = []
         public var force = false
         public var reload = true
         /// The user who ran `sudo watchword ...` (`SUDO_USER`), who must not be locked out
@@ -52,6 +57,23 @@ public struct ServiceSetup {
         }
         var moduleOptions = installation.moduleOptions
         if options.nullok { moduleOptions.insert("nullok", at: 0) }
+        if options.enrollAtLogin { moduleOptions.append("enroll_at_login") }
+        for group in options.exemptGroups {
+            guard !group.isEmpty, group.utf8.count <= 255, group.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw SetupError("--exempt-group \(group): not a group name")
+            }
+            if installation.groupMembers(group) == nil {
+                throw SetupError("--exempt-group \(group): there is no such group in \(root.display("/etc/group"))")
+            }
+            moduleOptions.append("exempt_group=\(group)")
+        }
+        for text in options.exemptFrom {
+            do {
+                moduleOptions.append("exempt_from=\(try AddressRange(text))")
+            } catch {
+                throw SetupError("--exempt-from: \(error)")
+            }
+        }
         let placement: PAMEdit.Placement = service == .sshd && options.withPublickey ? .replaceCommonAuth : .afterCommonAuth
 
         // 1. The new PAM file, and proof that its stack runs the module.
@@ -66,6 +88,15 @@ public struct ServiceSetup {
         try checkStack(service, text: desired)
         try checkInstalled()
         try checkLockout(service)
+        if service == .sshd, !options.nullok, !options.enrollAtLogin, case .success(let users) = installation.enrolledUsers() {
+            let stranded = installation.keyAccountsWithoutCode(
+                enrolled: Set(users.map(\.value)), moduleArguments: moduleOptions)
+            if !stranded.isEmpty {
+                warn(
+                    "these accounts log in with SSH keys and are neither enrolled nor exempt, so sshd will ask them for a code they do not have: \(stranded.joined(separator: ", ")) (root only where PermitRootLogin allows it; enroll them, or exempt them with --exempt-group or --exempt-from)"
+                )
+            }
+        }
 
         // 2. For sshd, the drop-in, and proof that sshd takes it and uses its values.
         var dropIn: String?
@@ -214,7 +245,8 @@ public struct ServiceSetup {
 
     /// Refuses to lock everybody (or the admin running this) out.
     func checkLockout(_ service: Service) throws(SetupError) {
-        guard !options.nullok else { return }
+        // With enroll_at_login a user with no token sets one up at login: nobody is shut out.
+        guard !options.nullok, !options.enrollAtLogin else { return }
         let users: [UserName]
         switch installation.enrolledUsers() {
         case .success(let list): users = list
@@ -231,14 +263,14 @@ public struct ServiceSetup {
             guard options.force else {
                 throw SetupError(
                     message
-                        + ". Enroll users first (watchword enroll USER --totp), or use --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
+                        + ". Enroll users first (watchword enroll USER --totp), or use --enroll-at-login to have each user set up a token at their next login (the safe way to roll out), or --nullok to let users who are not enrolled in without a code while you enroll them, or --force")
             }
             warn(message + " (going on: --force)")
         }
         if root.isHost, let me = options.invokingUser, !me.isEmpty, !names.isEmpty, !names.contains(me) {
             let message = "you came in as \(me) (through sudo), who is not enrolled: \(me)'s \(service) logins would be refused"
             guard options.force else {
-                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --nullok or --force")
+                throw SetupError(message + ". Enroll \(me) first (watchword enroll \(me) --totp), or use --enroll-at-login, --nullok or --force")
             }
             warn(message + " (going on: --force)")
         }

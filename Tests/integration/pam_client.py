@@ -19,6 +19,10 @@ or "" when there is none: how SMS tests type the code a stand-in provider receiv
 the client creates DIR/ready.PID, waits until DIR/go exists (up to 120 seconds), then
 answers ANSWER (itself any of the forms above); how tests make many logins answer at the
 same moment.
+{"code_from_shown_uri": true} answers with the current TOTP code of the last otpauth://
+URI the module showed in this conversation (or "" when none was shown), computed here
+from the URI's secret, digits, period and algorithm: how a user enrolling at login types
+the code their app shows; with "wrong": true, a code that is not it.
 FLAGS is an integer passed to pam_authenticate. ITEMS_JSON (optional) is a JSON object
 of PAM items to set before pam_authenticate: "rhost", "tty", "ruser" or "service"; a
 value is text, sent as UTF-8 with lone surrogates U+DC80..U+DCFF standing for the raw
@@ -64,6 +68,27 @@ CONV_FUNC = ctypes.CFUNCTYPE(
 
 class PamConv(ctypes.Structure):
     _fields_ = [("conv", CONV_FUNC), ("appdata_ptr", ctypes.c_void_p)]
+
+
+def code_from_uri(messages, wrong=False):
+    import base64, hashlib, hmac, struct, urllib.parse
+    uris = [m["msg"] for m in messages if m["msg"].startswith("otpauth://")]
+    if not uris:
+        return ""
+    uri = urllib.parse.urlparse(uris[-1])
+    params = dict(urllib.parse.parse_qsl(uri.query))
+    secret = params["secret"].upper()
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    digits = int(params.get("digits", 6))
+    period = int(params.get("period", 30))
+    digest = getattr(hashlib, params.get("algorithm", "SHA1").lower())
+    counter = int(params["counter"]) if uri.netloc == "hotp" else int(time.time()) // period
+    mac = hmac.new(key, struct.pack(">Q", counter), digest).digest()
+    offset = mac[-1] & 0x0F
+    value = (struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 10 ** digits
+    if wrong:
+        value = (value + 1) % 10 ** digits
+    return str(value).zfill(digits)
 
 
 def answer_from_file(path, pattern):
@@ -134,6 +159,8 @@ def main():
             if isinstance(answer, dict) and "delay" in answer:
                 time.sleep(answer["delay"])
                 answer = answer["answer"]
+            if isinstance(answer, dict) and "code_from_shown_uri" in answer:
+                answer = code_from_uri(messages, wrong=answer.get("wrong", False))
             if isinstance(answer, dict) and "from_file" in answer:
                 answer = answer_from_file(answer["from_file"], answer["pattern"])
             if isinstance(answer, dict):

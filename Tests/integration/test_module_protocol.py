@@ -326,8 +326,8 @@ def test_line_length_limit(run_pam, scripted):
 
 
 def test_message_count_limit(run_pam, scripted):
-    # 63 info lines + the result = 64 messages: allowed
-    infos = [["send", f"info line {i}"] for i in range(63)]
+    # 127 info lines + the result = 128 messages: allowed
+    infos = [["send", f"info line {i}"] for i in range(127)]
     helper = scripted([["header"], *infos,
                        ["send", "result {nonce} success"], ["exit", 0]])
     res = run_pam(f"helper={helper}", "alice")
@@ -336,7 +336,7 @@ def test_message_count_limit(run_pam, scripted):
     helper = scripted([["header"], *infos, ["send", "info one too many"],
                        ["send", "result {nonce} success"], ["exit", 0]])
     res = run_pam(f"helper={helper}", "alice")
-    assert_denied(res, MSG_UNAVAIL, "helper sent more than 64 messages")
+    assert_denied(res, MSG_UNAVAIL, "helper sent more than 128 messages")
 
 
 # ---- timeouts ------------------------------------------------------------

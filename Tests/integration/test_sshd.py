@@ -57,7 +57,7 @@ class SSHD:
         ]
         script = " && ".join(mounts) + (
             f" && exec {SSHD_BIN} -D -e -f {tree.path('/etc/ssh/sshd_config')} -h {hostkey} -p {self.port}"
-            " -o ListenAddress=127.0.0.1 -o PidFile=none")
+            " -o ListenAddress=127.0.0.1 -o PidFile=none " + os.environ.get("WW_SSHD_OPTIONS", ""))
         self.log = tmp / "sshd.log"
         self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                                      stdout=self.log.open("w"), stderr=subprocess.STDOUT)
@@ -102,23 +102,27 @@ def wrong(code: str) -> str:
 
 
 class Login:
-    """One `ssh ... echo OK` through pexpect; `answers` is a list of (prompt regex, answer)."""
+    """One `ssh ... echo OK` through pexpect; `answers` is a list of (prompt regex, answer).
+    To debug: WW_SSH_LOGLEVEL=DEBUG2 (the client), WW_SSHD_OPTIONS="-o LogLevel=DEBUG3"."""
 
     def __init__(self, sshd: SSHD, user: LoginUser, *, key: bool, methods: str, answers=()):
         argv = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=ERROR", "-o", "NumberOfPasswordPrompts=1", "-o", f"PreferredAuthentications={methods}",
+                "-o", "LogLevel=" + os.environ.get("WW_SSH_LOGLEVEL", "ERROR"), "-o", "NumberOfPasswordPrompts=1", "-o", f"PreferredAuthentications={methods}",
                 "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-p", str(sshd.port)]
         argv += ["-i", str(user.key)] if key else ["-o", "IdentityFile=/dev/null"]
         argv += [f"{user.name}@127.0.0.1", "echo", "LOGGED-IN-OK"]
         child = pexpect.spawn("ssh", argv, env={"PATH": os.environ["PATH"], "HOME": str(sshd.tmp)},
                               encoding="utf-8", timeout=20)
         self.prompts: list[str] = []
+        self.saw: list[str] = []  # what came before each prompt
         for prompt, answer in answers:
             i = child.expect([prompt, pexpect.EOF])
             if i == 1:
                 break
             self.prompts.append(child.after)
-            child.sendline(answer)
+            self.saw.append(child.before)
+            # An answer may be worked out from what the user saw (a token shown to enroll).
+            child.sendline(answer(child.before) if callable(answer) else answer)
         child.expect(pexpect.EOF)
         self.output = "".join(self.prompts) + (child.before or "")
         child.close()
@@ -289,3 +293,33 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
             sshd.wait(timeout=10)
         holder.kill()
         holder.wait()
+
+
+def test_a_user_with_no_token_enrolls_at_login_through_ssh(tmp_path, pam_module, user, start_sshd):
+    """enroll_at_login through sshd's keyboard-interactive after the key: the token arrives
+    as the info request's text, the code typed from it enrolls and logs in, and the next
+    login asks for a code only."""
+    import re
+    from ww import oathtool_totp, secret_of, wait_for_step_margin
+    tree = Tree(tmp_path / "tree", enrolled=())
+    state = tree.path("/var/lib/watchword")
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the package makes it
+    assert tree.cli("enable", "sshd", "--with-publickey", "--enroll-at-login").returncode == 0
+    sshd = start_sshd(tree)
+    seen = {}
+
+    def code_from_screen(text: str) -> str:
+        seen["uri"] = re.search(r"otpauth://totp/\S+", text).group(0)
+        return oathtool_totp(secret_of(seen["uri"]))
+
+    wait_for_step_margin(8)
+    first = Login(sshd, user, key=True, methods="publickey,keyboard-interactive",
+                  answers=[(CODE, code_from_screen), (r"Press Enter once you have saved them: ", "")])
+    assert first.ran, first.output + sshd.log.read_text()
+    assert seen["uri"] and first.prompts[1] == "Press Enter once you have saved them: ", first.output
+    assert "Your token is set up." in first.saw[1] and len(re.findall(r"\b\d{10}\b", first.saw[1])) == 10, first.saw
+    # Enrolled: the next login asks for a code only (here a recovery code it showed).
+    recovery = re.findall(r"\b\d{10}\b", first.saw[1])[0]
+    second = Login(sshd, user, key=True, methods="publickey,keyboard-interactive", answers=[(CODE, recovery)])
+    assert second.ran and second.prompts == ["Verification code: "], second.output
+    assert "otpauth://" not in second.saw[0], second.saw

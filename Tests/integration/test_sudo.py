@@ -63,3 +63,41 @@ def test_sudo_refuses_a_locked_out_user_without_a_prompt(ww, pam_module, tmp_pat
     assert "Verification code:" not in res.stderr
     # The right code was not even checked: a success would have cleared the failure.
     assert ww.show(USER)["failures"] == 1 and ww.show(USER)["locked"] is True
+
+
+def test_sudo_shows_a_pending_token_and_enrolls_with_its_first_code(ww, pam_module, tmp_path):
+    """The info-text path through the real sudo on a terminal: the user reads the URI sudo
+    prints, types the code, and sees the recovery codes."""
+    import re
+    import pexpect
+    from ww import oathtool_totp, secret_of, wait_for_step_margin
+    ww.cli("enroll", USER, "--totp", "--at-next-login")
+    pam = tmp_path / "sudo.pam"
+    pam.write_text("#%PAM-1.0\n"
+                   f"auth required {pam_module} {ww.args()}\n"
+                   "account required pam_permit.so\nsession required pam_permit.so\n")
+    sudoers = tmp_path / "sudoers"
+    sudoers.write_text(f"Defaults !lecture, passwd_tries=1, !syslog\n{USER} ALL=(root) ALL\n")
+    sudoers.chmod(0o440)
+    script = (f"mount --bind {pam} /etc/pam.d/sudo && mount --bind {sudoers} /etc/sudoers && "
+              f"exec setpriv --reuid={USER} --regid=nogroup --clear-groups -- sudo -k /usr/bin/id -u")
+    wait_for_step_margin(8)
+    child = pexpect.spawn("unshare", ["-m", "--propagation", "private", "sh", "-c", script],
+                          encoding="utf-8", timeout=30)
+    child.expect("Verification code: ")
+    shown = child.before
+    found = re.search(r"otpauth://totp/\S+", shown)
+    assert found, repr(shown)
+    uri = found.group(0)
+    assert "▀" in shown or "█" in shown, shown  # the QR code reached the terminal
+    child.sendline(oathtool_totp(secret_of(uri)))
+    child.expect("Press Enter once you have saved them: ")
+    codes = child.before
+    child.sendline("")
+    child.expect(pexpect.EOF)
+    out = codes + child.before
+    child.close()
+    assert child.exitstatus == 0, out
+    assert "Your token is set up." in out and len(re.findall(r"\b\d{10}\b", out)) == 10, out
+    assert out.strip().endswith("0")  # id -u ran as root
+    assert ww.show(USER)["method"] == "totp" and ww.show(USER)["pending"] is None

@@ -1,4 +1,0 @@
-#ifndef WATCHWORD_CQRENCODE_SHIM_H
-#define WATCHWORD_CQRENCODE_SHIM_H
-#include <qrencode.h>
-#endif
