@@ -30,6 +30,9 @@ let package = Package(
         // never load it.
         .systemLibrary(name: "CLibpq", path: "Sources/CLibpq", providers: [.apt(["libpq-dev"])]),
 
+        // The version from the top-level VERSION file (its one source; #embed at build time).
+        .target(name: "CVersion"),
+
         // QR codes for the terminal: libqrencode (Debian's libqrencode4) dlopen()ed when a code
         // is drawn (enroll, export, and the helper only when a user enrolls at login).
         .target(name: "WatchwordQR"),
@@ -84,7 +87,7 @@ let package = Package(
             name: "Watchword",
             dependencies: [
                 "WatchwordCore", "WatchwordSetup", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR", "WatchwordImport",
-                "LinkLibcrypto",
+                "LinkLibcrypto", "CVersion",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

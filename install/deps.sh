@@ -3,11 +3,11 @@
 # Runs apt-get only when something is missing, so repeated runs are fast.
 set -euo pipefail
 
-build=(libpam0g-dev libssl-dev libqrencode-dev libcurl4-openssl-dev libpq-dev pkg-config make gcc)
+build=(libpam0g-dev libssl-dev libqrencode-dev libcurl4-openssl-dev libpq-dev pkg-config make gcc dpkg-dev)  # dpkg-dev: build-deb.sh
 test=(pamtester libpam-wrapper openssh-server openssh-client sudo expect oathtool
       libpam-google-authenticator libpam-oath python3-pytest python3-pexpect man-db groff-base
-      openssl postgresql pgbouncer zsh zbar-tools)  # zbar-tools: test_qr.py decodes the QR codes; pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
-                             # zsh parses the generated completion script
+      openssl postgresql pgbouncer zsh zbar-tools lintian)  # zbar-tools: test_qr.py decodes the QR codes; pgbouncer: Benchmarks/fleet_bench.py; openssl passwd: the sshd and sudo end-to-end tests give their user a password;
+                             # zsh parses the generated completion script; lintian checks the package (test_deb.py)
 
 want=("${build[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test[@]}")

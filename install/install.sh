@@ -1,80 +1,57 @@
 #!/usr/bin/env bash
-# Installs watchword on Debian/Ubuntu, as root: builds a release, installs the CLI, the
-# helper, the PAM module, the config template and the state directory with the owners
-# and modes the security rules ask for. Safe to run again (an existing config and state
-# are kept). It does not touch /etc/pam.d or sshd: see the next steps it prints.
+# Installs watchword on Debian 12, as root, the way every host gets it: builds the Debian
+# package from this checkout (install/build-deb.sh) and installs it with apt. Safe to run
+# again: an upgrade or reinstall keeps /etc/watchword/config.toml (a conffile) and the
+# state in /var/lib/watchword. It does not touch /etc/pam.d or sshd: see the next steps.
+#
+# On other hosts, no compiler needed: copy watchword_VERSION_ARCH.deb there and run
+#   apt install ./watchword_VERSION_ARCH.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-PREFIX=${PREFIX:-/usr/local}
-SBIN="$PREFIX/sbin"
-LIBEXEC="$PREFIX/libexec/watchword"
-SHARE="$PREFIX/share/watchword"
-CONFIG_DIR=/etc/watchword
-STATE_DIR=/var/lib/watchword
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'install: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "run as root (it installs into $SBIN, the PAM directory, /etc and /var/lib)"
-command -v swift >/dev/null || die "Swift is not on PATH (https://www.swift.org/install/linux/)"
+[ "$(id -u)" = 0 ] || die "run as root (apt installs the package)"
+command -v swift >/dev/null ||
+    die "Swift is not on PATH (https://www.swift.org/install/linux/); or build the package on a machine that has it and run: apt install ./watchword_*.deb"
 
-say "Debian packages"
+say "Debian packages to build with"
 bash install/deps.sh
 
-say "Building (release, static Swift runtime)"
-swift build -c release --static-swift-stdlib --product watchword
-swift build -c release --static-swift-stdlib --product watchword-helper
-bin=$(swift build -c release --show-bin-path)
-make -s -C pam clean all
+say "Building the package"
+bash install/build-deb.sh
+deb="$PWD/watchword_$(tr -d '[:space:]' <VERSION)_$(dpkg-architecture -qDEB_HOST_ARCH).deb"
 
-say "Installing"
-install -d -o root -g root -m 0755 "$SBIN" "$LIBEXEC" "$SHARE"
-install -o root -g root -m 0755 "$bin/watchword" "$SBIN/watchword"
-install -o root -g root -m 0755 "$bin/watchword-helper" "$LIBEXEC/watchword-helper"
-make -s -C pam install
-install -o root -g root -m 0644 install/pam.d-sshd install/pam.d-sudo install/sshd_config-watchword.conf "$SHARE/"
-bash install/docs.sh install "$bin/watchword"   # man pages and bash/zsh completions
+say "Installing $deb"
+# --reinstall: the same version again (a rebuild) is installed too, not skipped.
+# confold: a config.toml already there (an older install) is kept, not replaced.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$deb"
 
-install -d -o root -g root -m 0700 "$CONFIG_DIR"
-if [ -e "$CONFIG_DIR/config.toml" ]; then
-    say "Keeping the existing $CONFIG_DIR/config.toml"
-else
-    install -o root -g root -m 0600 install/config.toml "$CONFIG_DIR/config.toml"
-fi
-if [ -d "$STATE_DIR" ]; then
-    say "Keeping the existing state in $STATE_DIR"
-else
-    install -d -o root -g root -m 0700 "$STATE_DIR"
-fi
-
-# Refuse to leave a state or config directory that the helper would refuse at login.
-for d in "$CONFIG_DIR" "$STATE_DIR"; do
-    [ "$(stat -c '%u %a' "$d")" = "0 700" ] || die "$d must be owned by root with mode 0700 (it is $(stat -c '%U %a' "$d")); fix it by hand"
+older=()
+for f in /usr/local/sbin/watchword /usr/local/libexec/watchword/watchword-helper; do
+    [ -e "$f" ] && older+=("$f")
 done
+if [ ${#older[@]} -gt 0 ]; then
+    cat <<TXT
 
-# Refuse to leave a helper the module would refuse at login: it and every directory above
-# it root's, not writable by group or other, no symlink. (Where
-# /etc/staff-group-for-usr-local exists, Debian makes /usr/local group staff 2775: install
-# with PREFIX=/usr then.)
-p="$LIBEXEC/watchword-helper"
-while :; do
-    if [ -L "$p" ] || [ "$(stat -c %u "$p")" != 0 ] || (( 0$(stat -c %a "$p") & 8#022 )); then
-        die "$p must be root's, not writable by group or other and no symlink (it is $(stat -c '%U %a %F' "$p")): the module would refuse the helper below it"
-    fi
-    [ "$p" = / ] && break
-    p=$(dirname "$p")
-done
+An older install is still there: ${older[*]}.
+The module runs the package's helper (/usr/libexec/watchword/watchword-helper), but
+'watchword' at a root shell may find /usr/local/sbin first. Remove it (after checking
+no helper= in /etc/pam.d names it):
+  rm -f /usr/local/sbin/watchword; rm -rf /usr/local/libexec/watchword /usr/local/share/watchword
+TXT
+fi
 
-pamdir=$(dirname "$(find -H /lib /usr/lib -name pam_unix.so -print -quit)")
 cat <<TXT
 
-watchword is installed:
-  $SBIN/watchword                       the admin command (try: watchword --help)
-  $LIBEXEC/watchword-helper     run by the PAM module at each login
-  $pamdir/pam_watchword.so
-  $CONFIG_DIR/config.toml               settings (root, 0600)
-  $STATE_DIR/                          user state (root, 0700)
+watchword is installed (dpkg -L watchword lists every file):
+  /usr/sbin/watchword                        the admin command (try: watchword --help)
+  /usr/libexec/watchword/watchword-helper    run by the PAM module at each login
+  $(dpkg -L watchword | grep '/security/pam_watchword.so$')
+  /etc/watchword/config.toml                 settings (root, 0600)
+  /var/lib/watchword/                        user state (root, 0700)
   man watchword, man pam_watchword, man watchword-config.toml
 
 Next steps:
@@ -85,7 +62,7 @@ Next steps:
        watchword enable sshd --with-publickey     (or without: the password, then the code)
      and try a new login in another terminal: sudo -k; sudo true   /   ssh alice@host
   3. Check that the code is really required: watchword doctor
-  To do it by hand instead, see $SHARE/pam.d-sudo, pam.d-sshd and sshd_config-watchword.conf.
-  enable refuses while nobody is enrolled; --nullok lets users who are not enrolled in
-  without a code while you enroll everybody.
+  To do it by hand instead, see /usr/share/watchword/pam.d-sudo, pam.d-sshd and
+  sshd_config-watchword.conf. enable refuses while nobody is enrolled; --nullok lets users
+  who are not enrolled in without a code while you enroll everybody.
 TXT

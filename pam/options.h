@@ -6,7 +6,8 @@
 
 #include <security/pam_modules.h>
 
-#define WW_DEFAULT_HELPER "/usr/local/libexec/watchword/watchword-helper"
+/* Where the Debian package (install/build-deb.sh) puts the helper. */
+#define WW_DEFAULT_HELPER "/usr/libexec/watchword/watchword-helper"
 #define WW_DEFAULT_STATE_DIR "/var/lib/watchword"
 #define WW_DEFAULT_CONFIG "/etc/watchword/config.toml"
 #define WW_DEFAULT_TIMEOUT 30

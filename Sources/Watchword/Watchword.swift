@@ -2,6 +2,7 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import CVersion
 import WatchwordCore
 import WatchwordCrypto
 import WatchwordOTP
@@ -28,7 +29,8 @@ struct Watchword: ParsableCommand {
     )
 }
 
-let watchwordVersion = "0.1.0"
+/// From the top-level VERSION file (Sources/CVersion).
+let watchwordVersion = String(cString: watchword_version()).split(whereSeparator: \.isWhitespace).first.map(String.init) ?? "unknown"
 
 extension Watchword {
     /// Runs the command; our own errors print as `watchword: MESSAGE` (exit 1), argument

@@ -150,7 +150,7 @@ public final class Libpq: @unchecked Sendable {
         let opened = dlopen(Self.library, RTLD_LAZY | RTLD_LOCAL)
         guard let handle = opened else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
-            throw DatabaseError(.config, "cannot load \(Self.library) (install libpq5): \(reason)")
+            throw DatabaseError(.config, "cannot load \(Self.library), which a PostgreSQL store needs (apt install libpq5; the watchword package only suggests it): \(reason)")
         }
         func symbol<T>(_ name: String, _ type: T.Type) throws(DatabaseError) -> T {
             guard let pointer = dlsym(handle, name) else {

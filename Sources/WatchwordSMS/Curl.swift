@@ -72,7 +72,7 @@ final class Curl: HTTPTransport {
         // either way: libraries linked with -z now are bound at load regardless.
         guard let handle = dlopen(Self.library, RTLD_LAZY | RTLD_LOCAL) else {
             let reason = dlerror().map { String(cString: $0) } ?? "unknown error"
-            throw SMSError(.unavailable, "cannot load \(Self.library) (install libcurl4): \(reason)")
+            throw SMSError(.unavailable, "cannot load \(Self.library), which texts through an HTTPS provider need (apt install libcurl4; the watchword package only recommends it): \(reason)")
         }
         func symbol(_ name: String) throws(SMSError) -> UnsafeMutableRawPointer {
             guard let pointer = dlsym(handle, name) else {

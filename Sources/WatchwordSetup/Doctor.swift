@@ -99,6 +99,7 @@ public struct Doctor {
         for case (_, .success(let stack)) in stacks {
             rules += stack.entries.compactMap(\.rule).filter(Self.isModule)
         }
+        findings += Self.olderInstall(root, rules: rules)
         var helpers = [InstalledLayout.helper]
         for rule in rules {
             for argument in rule.arguments where argument.hasPrefix("helper=") {

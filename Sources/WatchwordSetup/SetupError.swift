@@ -16,8 +16,13 @@ public enum Service: String, Sendable, CaseIterable {
 
 /// Fixed places in an installed system (see DESIGN.md, "Installed layout").
 public enum InstalledLayout {
-    public static let cli = "/usr/local/sbin/watchword"
-    public static let helper = "/usr/local/libexec/watchword/watchword-helper"
+    /// Where the Debian package installs the CLI and the helper (the module's default).
+    public static let cli = "/usr/sbin/watchword"
+    public static let helper = "/usr/libexec/watchword/watchword-helper"
+    /// Where install.sh put them before the package: `doctor` reports them when they are
+    /// still there (two installs), and nothing runs them unless a `helper=` names one.
+    public static let olderCLI = "/usr/local/sbin/watchword"
+    public static let olderHelper = "/usr/local/libexec/watchword/watchword-helper"
     public static let moduleName = "pam_watchword.so"
     public static let pamDirectory = "/etc/pam.d"
     public static let sshdConfig = "/etc/ssh/sshd_config"

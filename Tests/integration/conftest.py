@@ -39,7 +39,10 @@ import pytest
 INTEGRATION_DIR = Path(__file__).resolve().parent
 REPO_ROOT = INTEGRATION_DIR.parents[1]
 PAM_SRC_DIR = REPO_ROOT / "pam"
-MODULE_PATH = PAM_SRC_DIR / "pam_watchword.so"
+# Tests/run.sh points WATCHWORD_MODULE at the installed package's module; without it the
+# tests build pam/pam_watchword.so.
+INSTALLED_MODULE = os.environ.get("WATCHWORD_MODULE")
+MODULE_PATH = Path(INSTALLED_MODULE) if INSTALLED_MODULE else PAM_SRC_DIR / "pam_watchword.so"
 FAKE_HELPERS_DIR = INTEGRATION_DIR / "fake_helpers"
 PAM_CLIENT = INTEGRATION_DIR / "pam_client.py"
 
@@ -99,7 +102,12 @@ class PamRun:
 
 
 def build_module() -> Path:
-    """Build pam/pam_watchword.so with its Makefile; return its path."""
+    """Build pam/pam_watchword.so with its Makefile; return its path (or the installed
+    module's, when WATCHWORD_MODULE names one)."""
+    if INSTALLED_MODULE:
+        if not MODULE_PATH.is_file():
+            raise RuntimeError(f"WATCHWORD_MODULE={MODULE_PATH} does not exist")
+        return MODULE_PATH
     proc = subprocess.run(["make", "-C", str(PAM_SRC_DIR)],
                           capture_output=True, text=True)
     if proc.returncode != 0:

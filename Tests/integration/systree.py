@@ -2,7 +2,7 @@
 and a private login user for the real sshd and sudo.
 
 ``Tree`` copies Debian's own /etc/pam.d and /etc/ssh files (fixtures/debian12), puts the real
-CLI, helper and module where install.sh would (stand-ins for the other PAM modules, so the
+CLI, helper and module where the Debian package would (stand-ins for the other PAM modules, so the
 module directory is found), and enrolls users into its state directory with the real CLI.
 
 ``LoginUser`` is a user that exists only inside ``unshare -m``: private copies of
@@ -63,10 +63,11 @@ class Tree:
             (moddir / name).chmod(0o644)
         shutil.copyfile(MODULE_PATH, moddir / "pam_watchword.so")
         (moddir / "pam_watchword.so").chmod(0o644)
-        self.helper = install_helper(HELPER, make_root_dir(self.path("/usr/local/libexec/watchword")))
-        install_helper(CLI, make_root_dir(self.path("/usr/local/sbin")), name="watchword")
+        # Where the Debian package puts them.
+        self.helper = install_helper(HELPER, make_root_dir(self.path("/usr/libexec/watchword")))
+        install_helper(CLI, make_root_dir(self.path("/usr/sbin")), name="watchword")
         make_root_dir(self.path("/etc/watchword"), 0o700)
-        # As install.sh leaves it: the config template (module_args names it with config=).
+        # As the package leaves it: the config template (module_args names it with config=).
         self.write("/etc/watchword/config.toml", (REPO_ROOT / "install" / "config.toml").read_bytes(), mode=0o600)
         make_root_dir(self.path("/var/lib"), 0o755)
         self.secrets: dict[str, str] = {}

@@ -156,9 +156,8 @@ def test_docs_sh_installs_and_uninstalls(tmp_path):
     assert not any(p.exists() for p in installed)
 
 
-def test_install_and_uninstall_scripts_call_docs_sh():
-    assert 'docs.sh install "$bin/watchword"' in (REPO_ROOT / "install" / "install.sh").read_text()
-    assert "docs.sh\" uninstall" in (REPO_ROOT / "install" / "uninstall.sh").read_text()
+def test_the_package_build_calls_docs_sh():
+    assert 'bash install/docs.sh install "$bin/watchword"' in (REPO_ROOT / "install" / "build-deb.sh").read_text()
 
 
 @pytest.mark.parametrize("command", ["import", "import google-authenticator", "import oath", "export"])

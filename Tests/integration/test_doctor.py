@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from conftest import make_root_dir
 from mountns import private_mounts
 from systree import Tree, clock_bin, findings, fixture
 from ww import CLI
@@ -173,27 +174,27 @@ def test_install_problems(good):
     rc, checks = good.doctor()
     assert rc == 1
     assert findings(checks, "fail", "install.helper") == [
-        "/usr/local/libexec/watchword/watchword-helper has mode 0777: writable by group or other: "
+        "/usr/libexec/watchword/watchword-helper has mode 0777: writable by group or other: "
         "the module refuses to run it and denies every login"]
     assert findings(checks, "fail", "install.module") == [
         "/lib/x86_64-linux-gnu/security/pam_watchword.so is not installed: every login whose stack names it fails"]
 
 
 def test_a_writable_directory_above_the_helper_is_reported(good):
-    """What the module refuses, two levels above the helper (Debian's staff-writable
-    /usr/local): doctor says so, as it does for the helper's own directory."""
-    os.chmod(good.path("/usr/local"), 0o2775)
+    """What the module refuses, two levels above the helper (a group-writable /usr): doctor
+    says so, as it does for the helper's own directory."""
+    os.chmod(good.path("/usr"), 0o2775)
     rc, checks = good.doctor()
     assert rc == 1
     assert findings(checks, "fail", "install.helper") == [
-        "/usr/local: every directory above the helper must be root's and not writable by group or other: "
+        "/usr: every directory above the helper must be root's and not writable by group or other: "
         "the module refuses to run it and denies every login"]
-    os.chmod(good.path("/usr/local"), 0o755)
-    os.symlink("watchword", good.path("/usr/local/libexec/ww"))
+    os.chmod(good.path("/usr"), 0o755)
+    os.symlink("watchword", good.path("/usr/libexec/ww"))
     good.write("/etc/pam.d/sudo", good.text("/etc/pam.d/sudo").replace(
-        "pam_watchword.so", "pam_watchword.so helper=/usr/local/libexec/ww/watchword-helper"))
+        "pam_watchword.so", "pam_watchword.so helper=/usr/libexec/ww/watchword-helper"))
     rc, checks = good.doctor()
-    assert "/usr/local/libexec/ww is a symlink (the module follows none to the helper): " \
+    assert "/usr/libexec/ww is a symlink (the module follows none to the helper): " \
         "the module refuses to run it and denies every login" in findings(checks, "fail", "install.helper"), checks
 
 
@@ -319,3 +320,34 @@ def test_a_missing_named_config_and_a_fleet_directory_read_as_files_fail(good):
     fails = findings(checks, "fail", "state.fleet")
     assert len(fails) == 1 and "/var/lib/watchword belongs to a fleet (fleet marker)" in fails[0], checks
     assert 'the module denies every login until the config says backend = "postgres"' in fails[0]
+
+
+def test_an_older_usr_local_install_is_reported_never_used(good):
+    """install.sh used to put the CLI and the helper under /usr/local; beside the package's
+    they are two installs: doctor says so, and the module's default stays the package's."""
+    rc, checks = good.doctor()
+    assert findings(checks, "warn", "install.older") == []
+    for inner in ("/usr/local/sbin/watchword", "/usr/local/libexec/watchword/watchword-helper"):
+        make_root_dir(good.path(os.path.dirname(inner)))
+        good.write(inner, "#!/bin/sh\nexit 0\n", mode=0o755)
+    rc, checks = good.doctor()
+    older = findings(checks, "warn", "install.older")
+    assert len(older) == 1 and older[0].startswith(
+        "two installs: an older /usr/local/sbin/watchword and /usr/local/libexec/watchword/watchword-helper "
+        "(install.sh before the Debian package) beside the package's /usr/sbin/watchword and "
+        "/usr/libexec/watchword/watchword-helper; the module runs the package's helper"), older
+    assert "rm -rf /usr/local/libexec/watchword" in older[0]
+    assert not any("/usr/local" in d for d in findings(checks, "ok", "install.helper")), checks
+    # A module line that names the older helper runs it: doctor says that instead.
+    good.write("/etc/pam.d/sudo", good.text("/etc/pam.d/sudo").replace(
+        "pam_watchword.so", "pam_watchword.so helper=/usr/local/libexec/watchword/watchword-helper"))
+    rc, checks = good.doctor()
+    assert "a module line names the older helper with helper=, so logins run it" in \
+        findings(checks, "warn", "install.older")[0]
+    # Without the package, only the older install: doctor says to install the package.
+    good.path("/usr/sbin/watchword").unlink()
+    good.path("/usr/libexec/watchword/watchword-helper").unlink()
+    rc, checks = good.doctor()
+    assert findings(checks, "warn", "install.older")[0].startswith(
+        "an older install (/usr/local/sbin/watchword and /usr/local/libexec/watchword/watchword-helper, from "
+        "install.sh) and no Debian package: the module's default helper is /usr/libexec/watchword/watchword-helper")

@@ -189,7 +189,7 @@ def test_refuses_when_module_or_helper_is_missing(tree):
     tree.helper.chmod(0o777)
     res = tree.cli("enable", "sudo")
     assert res.returncode == 1
-    assert "the helper: /usr/local/libexec/watchword/watchword-helper has mode 0777" in res.stderr
+    assert "the helper: /usr/libexec/watchword/watchword-helper has mode 0777" in res.stderr
     assert tree.read(SUDO) == debian(SUDO)
 
 

@@ -550,10 +550,11 @@ def test_timeout_bounds_are_accepted(run_pam, good_helper):
 
 
 def test_default_helper_path_is_used(run_pam, tmp_path):
-    """Without helper=, the module runs /usr/local/libexec/watchword/watchword-helper.
-    Whatever this machine has installed there, the test sees an empty directory (a private
-    mount namespace), so the module must say it cannot find the helper at that path."""
-    default = Path("/usr/local/libexec/watchword/watchword-helper")
+    """Without helper=, the module runs /usr/libexec/watchword/watchword-helper (where the
+    Debian package puts it). Whatever this machine has installed there, the test sees an
+    empty directory (a private mount namespace), so the module must say it cannot find the
+    helper at that path."""
+    default = Path("/usr/libexec/watchword/watchword-helper")
     if default.parent.exists():
         # Installed here (or by an earlier test): hide it behind an empty directory.
         empty = tmp_path / "empty"

@@ -201,8 +201,8 @@ def test_doctor_is_right_about_the_publickey_bypass(tree, user, start_sshd):
 
 def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_code(tmp_path, pam_module, user):
     """The admin's path, without --root: inside one private mount namespace the machine's
-    /etc/pam.d, /etc/ssh, /run, /usr/local, /var/backups and the PAM module directory are
-    private copies; sshd runs from its default config and pid file. A key alone logs in;
+    /etc/pam.d, /etc/ssh, /run, /usr/local, /usr/libexec, /var/backups and the PAM module
+    directory are private copies (the helper at the module's default path); sshd runs from its default config and pid file. A key alone logs in;
     `watchword enable sshd --with-publickey` edits the (private) system files, reloads the
     running sshd with SIGHUP, and the very next login needs the key and the code."""
     secdir = "/usr/lib/x86_64-linux-gnu/security"
@@ -219,6 +219,8 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
     shutil.copyfile(MODULE_PATH, private / "security" / "pam_watchword.so")
     os.chmod(private / "security" / "pam_watchword.so", 0o644)
     (private / "backups").mkdir(mode=0o755)
+    (private / "libexec").mkdir(mode=0o755)
+    shutil.copyfile(HELPER, private / "watchword-helper")  # HELPER may be under /usr/libexec, hidden below
     state, config = tmp_path / "state", tmp_path / "config.toml"
     config.write_text("")  # enable names it with config=, so it must exist
     config.chmod(0o600)
@@ -235,8 +237,13 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
         f"mount --bind {private / 'security'} {secdir}",
         f"mount --bind {private / 'backups'} /var/backups",
         "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -m 0755 /run/sshd",
-        "mount -t tmpfs -o mode=0755 tmpfs /usr/local && mkdir -p -m 0755 /usr/local/libexec/watchword",
-        f"install -m 0755 {HELPER} /usr/local/libexec/watchword/watchword-helper",
+        "mount -t tmpfs -o mode=0755 tmpfs /usr/local",
+        # /usr/libexec as it is (links to the real entries), but for the package's directory.
+        f"mount --bind /usr/libexec {private / 'libexec'}",
+        "mount -t tmpfs -o mode=0755 tmpfs /usr/libexec",
+        f"for e in {private / 'libexec'}/*; do [ \"${{e##*/}}\" = watchword ] || ln -s \"$e\" /usr/libexec/; done",
+        "mkdir -m 0755 /usr/libexec/watchword",
+        f"install -m 0755 {private / 'watchword-helper'} /usr/libexec/watchword/watchword-helper",
     ]
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
                                " && ".join(mounts) + " && echo ready && exec sleep 300"],

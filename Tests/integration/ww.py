@@ -12,8 +12,10 @@ from pathlib import Path
 from conftest import REPO_ROOT, install_helper, make_root_dir
 
 BUILD = Path(os.environ.get("WATCHWORD_BUILD", REPO_ROOT / ".build" / "debug"))
-CLI = BUILD / "watchword"
-HELPER = BUILD / "watchword-helper"
+# Tests/run.sh points these at the installed Debian package (/usr/sbin/watchword,
+# /usr/libexec/watchword/watchword-helper); without them, the build's.
+CLI = Path(os.environ.get("WATCHWORD_CLI", BUILD / "watchword"))
+HELPER = Path(os.environ.get("WATCHWORD_HELPER", BUILD / "watchword-helper"))
 # The crash-safety tests need the crash points that only debug builds compile in
 # (WATCHWORD_TEST_HOOKS); Tests/run.sh runs everything else against the release build.
 HOOKS_BUILD = Path(os.environ.get("WATCHWORD_HOOKS_BUILD", BUILD))
@@ -82,8 +84,8 @@ class Watchword:
         self.state = self.base / "state"
         self.etc = make_root_dir(self.base / "etc", 0o700)
         self.config = self.etc / "config.toml"
-        self.cli_path = build / "watchword"
-        self.helper = install_helper(build / "watchword-helper", helper_dir)
+        self.cli_path = CLI if build == BUILD else build / "watchword"
+        self.helper = install_helper(HELPER if build == BUILD else build / "watchword-helper", helper_dir)
         # args() names this file with config=, which must exist: start with the defaults.
         self.write_config("")
 
