@@ -1,3 +1,5 @@
+import WatchwordCore
+
 /// `doctor`'s check for two installs: the CLI or the helper that install.sh used to put
 /// under /usr/local, still there beside (or instead of) the Debian package's. Nothing runs
 /// the older helper unless a module line names it with `helper=`, but `watchword` typed at
