@@ -1129,3 +1129,23 @@ def test_a_helper_killed_while_it_holds_the_row_lock_leaves_the_row_unlocked_and
             except ProcessLookupError:
                 pass
         login.join(30)
+
+
+def test_an_exempt_login_is_audited_in_the_database_and_needs_no_record(fleet, db):
+    """exempt_from= on a fleet host: not asked, PAM_IGNORE, the audit line in the shared
+    audit table with the host and the reason, and the user's row untouched."""
+    a = fleet("a", module_args="exempt_from=10.0.0.0/8")
+    alice = a.enroll("alice")
+    before = db.psql("SELECT record FROM users WHERE name = 'alice'")
+    res = a.conv("alice", [fresh_code(alice["secret"])], items={"rhost": "10.1.2.3"})
+    assert res.pam_rc == 6 and res.logged("outcome=exempt result=PAM_IGNORE"), res.output  # PAM_PERM_DENIED: nothing said yes
+    assert not [m for m in res.messages if m["style"] == 1], res.messages  # not asked
+    line = db.psql("SELECT line FROM audit ORDER BY id DESC LIMIT 1")
+    entry = json.loads(line)
+    assert (entry["event"], entry["user"], entry["outcome"], entry["reason"], entry["rhost"]) == (
+        "login", "alice", "exempt", "exempt: from 10.1.2.3 in 10.0.0.0/8", "10.1.2.3")
+    assert entry["host"] and db.psql("SELECT host FROM audit ORDER BY id DESC LIMIT 1") == entry["host"]
+    assert db.psql("SELECT record FROM users WHERE name = 'alice'") == before
+    # From elsewhere the code is asked as always.
+    other = a.conv("alice", [fresh_code(alice["secret"])], items={"rhost": "192.0.2.9"})
+    assert other.pam_rc == PAM_SUCCESS, other.output
