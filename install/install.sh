@@ -63,6 +63,6 @@ Next steps:
      and try a new login in another terminal: sudo -k; sudo true   /   ssh alice@host
   3. Check that the code is really required: watchword doctor
   To do it by hand instead, see /usr/share/watchword/pam.d-sudo, pam.d-sshd and
-  sshd_config-watchword.conf. enable refuses while nobody is enrolled; --nullok lets users
-  who are not enrolled in without a code while you enroll everybody.
+  sshd_config-watchword.conf. enable refuses while nobody is enrolled; --enroll-at-login
+  has each user set up a token at their next login instead (README: "Rolling out").
 TXT
