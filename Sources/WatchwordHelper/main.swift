@@ -25,7 +25,9 @@ func refuse(_ message: String) -> Never {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 2, arguments[1] == "--pam" else {
+// `--pam` from the module; `--pam --header-fd=3` from the static helper handing a login over.
+let handedOver = arguments.count == 3 && arguments[1] == "--pam" && arguments[2] == handoffArgument
+guard (arguments.count == 2 && arguments[1] == "--pam") || handedOver else {
     refuse("this program is run by pam_watchword.so, not by hand; use 'watchword' to manage users")
 }
 guard runningAsRoot() else { refuse("must run as root") }
@@ -53,12 +55,18 @@ func lookUpAccount(_ name: String) -> (canonical: String, exists: Bool) {
 }
 
 var channel = ModuleChannel(fd: 0)
+if handedOver {
+    guard let bytes = readHandedOverHeader() else { refuse("no header on fd 3 from the static helper") }
+    channel = ModuleChannel(fd: 0, preloaded: bytes)
+}
 let header: Header
 do {
     header = try channel.readHeader()
 } catch {
     refuse("bad header from the module: \(error)")
 }
+// The module writes nothing more until it is asked; a handed-over header is whole.
+guard channel.isDrained else { refuse("bytes after the header") }
 
 var conversation = SocketConversation(channel: channel, debug: header.debug)
 /// `text` as one log field: printable ASCII other than space, anything else replaced by
@@ -94,18 +102,34 @@ enum AuditTarget {
 }
 
 /// The login: the config, then an exemption, the file store or the fleet.
-func login(_ request: inout LoginRequest, conversation: inout SocketConversation) -> (LoginResult, AuditTarget) {
+func login(
+    _ request: inout LoginRequest, config loaded: Result<Config, any Error>, conversation: inout SocketConversation
+) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
     do {
-        let config = try Config.load(path: header.config, required: header.configRequired)
-        let account = lookUpAccount(shownUser)
-        request.user = logField(account.canonical, limit: Int.max)
-        request.accountExists = account.exists
+        let config = try loaded.get()
+        switch header.account {
+        case .exists(let canonical):
+            request.user = logField(canonical, limit: Int.max)
+            request.accountExists = true
+        case .missing: request.accountExists = false
+        case nil:
+            let account = lookUpAccount(shownUser)
+            request.user = logField(account.canonical, limit: Int.max)
+            request.accountExists = account.exists
+        }
         let user = request.user
         // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
-        let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
-        // The provider is made only if this login sends or checks a text.
-        let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
+        // The static helper draws none (it hands such logins over; see Handoff.swift).
+        let qrCode = { (text: String) -> [String]? in
+            isStaticHelper ? nil : QRMatrix.encode(text)?.terminalLines(colours: false)
+        }
+        // The provider is made only if this login sends or checks a text; never in the
+        // static helper, which cannot load libcurl and hands SMS logins over.
+        let gateway = { () throws(SMSError) -> SMSGateway in
+            if isStaticHelper { throw SMSError(.unavailable, "SMS in the static helper (the record changed while it ran)") }
+            return try makeSMSGateway(config.sms)
+        }
         let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
         let exemptReason = exemptions.reason(rhost: header.rhost) { group in
             let member = systemUserIsMember(user, of: group)
@@ -170,5 +194,13 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 }
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
-let (result, audit) = login(&request, conversation: &conversation)
+let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
+if isStaticHelper, let reason = handoffReason(header, config: try? config.get()) {
+    conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
+    let problem = handOff(header)
+    conversation.error(LoginFlow.unavailableMessage)
+    let result = conversation.end(.unavailable, .err, request.who, "denied: \(problem)")
+    finish(result, request: request, audit: .path(header.stateDir), conversation: &conversation)
+}
+let (result, audit) = login(&request, config: config, conversation: &conversation)
 finish(result, request: request, audit: audit, conversation: &conversation)
