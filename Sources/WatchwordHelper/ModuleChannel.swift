@@ -46,6 +46,7 @@ struct ProtocolError: Error, CustomStringConvertible {
 struct ModuleChannel {
     let fd: Int32
     private var buffer: [UInt8] = []
+    private var outgoing: [UInt8] = []
     static let maxLine = 4096
     static let maxAnswer = 4096
 
@@ -91,10 +92,18 @@ struct ModuleChannel {
         return bytes
     }
 
-    func send(_ line: String) {
-        var bytes = Array(line.utf8)
-        bytes.append(0x0A)
-        bytes.withUnsafeBytes { raw in
+    /// Queues one line. Lines go out together when the helper next waits for the module
+    /// (`flush`, before a read and at the end): one wake-up of the module per turn instead
+    /// of one per line, which on a VM costs more than the lines themselves.
+    mutating func send(_ line: String) {
+        outgoing += Array(line.utf8)
+        outgoing.append(0x0A)
+    }
+
+    /// Writes every queued line.
+    mutating func flush() {
+        defer { outgoing.removeAll(keepingCapacity: true) }
+        outgoing.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = retryingOnInterrupt {
@@ -189,6 +198,7 @@ struct SocketConversation: Conversation {
 
     mutating func prompt(_ text: String) -> Answer {
         channel.send("prompt " + clean(text))
+        channel.flush()
         guard let reply = try? channel.readLine() else { return .failed }
         let line = String(decoding: reply, as: UTF8.self)
         if line == "too-long" { return .tooLong }

@@ -190,6 +190,7 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
         conversation.log(.err, "audit log not written: \(error)")
     }
     conversation.channel.send("result \(header.nonce) \(result.outcome.rawValue)")
+    conversation.channel.flush()
     exit(result.outcome.exitStatus)
 }
 
@@ -197,6 +198,7 @@ var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: he
 let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
 if isStaticHelper, let reason = handoffReason(header, config: try? config.get()) {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
+    conversation.channel.flush()
     let problem = handOff(header)
     conversation.error(LoginFlow.unavailableMessage)
     let result = conversation.end(.unavailable, .err, request.who, "denied: \(problem)")

@@ -259,8 +259,8 @@ def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir
                 errors.append(f"{body.__name__}: {e!r}")
         return run
 
-    def wrong_codes():  # alice: every one a counted failure
-        while time.monotonic() < stop:
+    def wrong_codes():  # alice: every one a counted failure, below max_failures (1000, the most allowed)
+        while time.monotonic() < stop and len(alice_logins) < 900:
             alice_logins.append(run_pamtester(service_dir, "race", "alice", wrong + "\n"))
 
     def hotp_logins():  # hal: the next counter's code, each one a success
