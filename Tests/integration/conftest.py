@@ -152,6 +152,12 @@ def install_helper(src: Path | str, dest_dir: Path, name: str = "watchword-helpe
     return dest
 
 
+def helper_executables(helper: Path) -> set[str]:
+    """The paths a running helper's /proc/PID/exe may show: the helper, or the dynamic one
+    beside it that the static helper hands some logins to."""
+    return {str(helper), str(Path(helper).parent / DYNAMIC_HELPER)}
+
+
 def pam_env(service_dir: Path, env_extra: Mapping[str, str] | None = None) -> dict:
     """Environment for a PAM client under pam_wrapper."""
     env = {
