@@ -367,6 +367,8 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="BUILD_DIR:MODULE",
                     help="also run another build's helper and pam_watchword.so in the correct-code table")
     ap.add_argument("--pin", type=int, metavar="CPU", help="run every process on this one CPU")
+    ap.add_argument("--correct-only", type=int, metavar="N",
+                    help="only the correct-code table, N rotations (the side-by-side figure)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -385,6 +387,8 @@ def main() -> None:
     sizes = [10, 10_000] if args.quick else [10, 10_000, 100_000]
     levels = [8, 32] if args.quick else [8, 32, 128]
     per_level = 64 if args.quick else 256
+    if args.correct_only:
+        n = args.correct_only
     users = max(n * 2 + 2, sum([per_level] * len(levels)) + 2, 600)
     make_accounts(users)
     with tempfile.TemporaryDirectory(prefix="ww-bench-", dir=bench_root()) as tmp:
@@ -397,13 +401,26 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "build": str(build)},
             "correct_code": bench_correct(s, n, extra),
+        }
+        if not args.correct_only:
+            results.update(more_benchmarks(s, n, tmp, users, build, levels, per_level, sizes))
+    finish(results, args)
+
+
+def more_benchmarks(s: Setup, n: int, tmp: str, users: int, build: Path, levels: list[int], per_level: int,
+                    sizes: list[int]) -> dict:
+    results = {
             "wrong_code": bench_wrong(s, n),
             "locked_out": bench_locked(s, n),
             "helper": helper_alone(s, min(n, 100)),
-        }
-        s2 = Setup(Path(tempfile.mkdtemp(prefix="ww-bench2-", dir=tmp)), users, build)
-        results["concurrent"] = bench_concurrent(s2, levels, per_level)
-        results["scale"] = bench_scale(s, sizes, min(n, 50))
+    }
+    s2 = Setup(Path(tempfile.mkdtemp(prefix="ww-bench2-", dir=tmp)), users, build)
+    results["concurrent"] = bench_concurrent(s2, levels, per_level)
+    results["scale"] = bench_scale(s, sizes, min(n, 50))
+    return results
+
+
+def finish(results: dict, args) -> None:
     shutil.rmtree(HOMES)
     results["machine"]["pinned_cpu"] = args.pin
     cc = results["correct_code"]

@@ -103,7 +103,8 @@ enum AuditTarget {
 
 /// The login: the config, then an exemption, the file store or the fleet.
 func login(
-    _ request: inout LoginRequest, config loaded: Result<Config, any Error>, conversation: inout SocketConversation
+    _ request: inout LoginRequest, config loaded: Result<Config, any Error>,
+    alreadyRead: (user: UserName, record: UserRecord?)?, conversation: inout SocketConversation
 ) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
     do {
@@ -159,6 +160,7 @@ func login(
             audit = .store(store)
             var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
             flow.qrCode = qrCode
+            flow.alreadyRead = alreadyRead
             return (flow.run(request, conversation: &conversation), audit)
         case .postgres:
             var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
@@ -196,7 +198,8 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
 let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
-if isStaticHelper, let reason = handoffReason(header, config: try? config.get()) {
+var alreadyRead: (user: UserName, record: UserRecord?)? = nil
+if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead) {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
     conversation.channel.flush()
     let problem = handOff(header)
@@ -204,5 +207,5 @@ if isStaticHelper, let reason = handoffReason(header, config: try? config.get())
     let result = conversation.end(.unavailable, .err, request.who, "denied: \(problem)")
     finish(result, request: request, audit: .path(header.stateDir), conversation: &conversation)
 }
-let (result, audit) = login(&request, config: config, conversation: &conversation)
+let (result, audit) = login(&request, config: config, alreadyRead: alreadyRead, conversation: &conversation)
 finish(result, request: request, audit: audit, conversation: &conversation)
