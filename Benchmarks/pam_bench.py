@@ -6,7 +6,17 @@ same work: one correct TOTP code for a user whose secret is the same everywhere,
 by a fresh user so that replay protection never turns a correct code into a wrong one.
 Contenders run in alternation (round robin), so machine noise hits them alike.
 
-    python3 Benchmarks/pam_bench.py [--quick] [--json FILE] [--baseline BUILD_DIR:MODULE]
+    python3 Benchmarks/pam_bench.py [--quick] [--json FILE] [--baseline BUILD_DIR:MODULE] [--pin CPU]
+
+Two google-authenticator contenders: "google-authenticator" keeps every secret in one
+root-owned directory (secret=DIR/${USER} user=root), "google-authenticator-home" in the
+user's home (~/.google_authenticator, read and rewritten as the user), as most installs
+do; both with DISALLOW_REUSE. For the second the bench users need accounts and homes: the
+whole run (every contender alike) happens in a private mount namespace whose /etc/passwd
+is a copy of the machine's with the bench users added; the machine is not changed.
+
+--pin CPU runs everything (pamtester, the modules, the helper) on one CPU: on a small VM a
+wake-up on another, idle CPU can cost milliseconds, and the two runs side by side show it.
 
 --baseline adds another build's helper and module (say, main's) to the correct-code table as
 "watchword-baseline", so two versions are compared in alternation in one run.
@@ -125,6 +135,10 @@ class Setup:
         self.helper = libexec / "watchword-helper"
         shutil.copy(build / "watchword-helper", self.helper)
         os.chmod(self.helper, 0o755)
+        # The package's static helper hands SMS, fleet and QR logins to this one (not used here).
+        if (build / "watchword-helper-dynamic").exists():
+            shutil.copy(build / "watchword-helper-dynamic", libexec / "watchword-helper-dynamic")
+            os.chmod(libexec / "watchword-helper-dynamic", 0o755)
         self.cli = build / "watchword"
         # google-authenticator: one secret file per user (TOTP, DISALLOW_REUSE, window 3, no rate limit)
         self.ga = base / "ga"
@@ -144,6 +158,7 @@ class Setup:
         ww_args = f"helper={self.helper} state_dir={self.state} config={self.config}"
         self.service("permit", "auth required pam_permit.so")
         self.service("google-authenticator", f"auth required pam_google_authenticator.so secret={self.ga}/${{USER}} user=root")
+        self.service("google-authenticator-home", "auth required pam_google_authenticator.so")
         self.service("oath", f"auth required pam_oath.so usersfile={self.oath} window=1")
         self.service("watchword", f"auth required {MODULE} {ww_args}")
 
@@ -176,7 +191,31 @@ class Setup:
         return pamtester_login(self.services, service, user, code)
 
 
-CONTENDERS = ["permit", "google-authenticator", "oath", "watchword"]
+CONTENDERS = ["permit", "google-authenticator", "google-authenticator-home", "oath", "watchword"]
+# The bench users' accounts (google-authenticator-home): uids from here, homes below HOMES.
+BENCH_UID = 71000
+HOMES = Path("/var/lib/watchword-bench-homes")
+
+
+def make_accounts(n: int) -> None:
+    """Accounts u0..u(n-1) with homes holding ~/.google_authenticator (theirs, 0600), for
+    google-authenticator-home: in this process's private mount namespace (see main), whose
+    /etc/passwd becomes a copy of the machine's with these added."""
+    lines = []
+    for i in range(n):
+        uid = BENCH_UID + i
+        home = HOMES / f"u{i}"
+        home.mkdir(mode=0o700)
+        secret = home / ".google_authenticator"
+        secret.write_text(f'{SECRET_B32}\n" WINDOW_SIZE 3\n" DISALLOW_REUSE\n" TOTP_AUTH\n')
+        os.chmod(secret, 0o600)
+        os.chown(secret, uid, uid)
+        os.chown(home, uid, uid)
+        lines.append(f"u{i}:x:{uid}:{uid}:bench:{home}:/usr/sbin/nologin\n")
+    passwd = HOMES / "passwd"
+    passwd.write_text(Path("/etc/passwd").read_text() + "".join(lines))
+    os.chmod(passwd, 0o644)
+    subprocess.run(["mount", "--bind", str(passwd), "/etc/passwd"], check=True)
 
 
 def add_baseline(s: Setup, build: Path, module: Path) -> str:
@@ -243,7 +282,7 @@ a, b = socket.socketpair()
 t = time.perf_counter()
 p = subprocess.Popen([helper, "--pam"], stdin=b, stdout=b, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
 b.close()
-a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \ntty \nstate_dir {state}\nconfig {config}\nconfig_required 0\ndebug 0\nend\n").encode())
+a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \nstate_dir {state}\nconfig {config}\naccount {user}\nconfig_required 0\ndebug 0\ntimeout 30\nend\n").encode())
 buf = b""
 while True:
     data = a.recv(4096)
@@ -327,15 +366,31 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--baseline", metavar="BUILD_DIR:MODULE",
                     help="also run another build's helper and pam_watchword.so in the correct-code table")
+    ap.add_argument("--pin", type=int, metavar="CPU", help="run every process on this one CPU")
+    ap.add_argument("--correct-only", type=int, metavar="N",
+                    help="only the correct-code table, N rotations (the side-by-side figure)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
+    if os.environ.get("WW_BENCH_NAMESPACE") != "1":
+        # Again, in a private mount namespace (the bench accounts' /etc/passwd).
+        env = dict(os.environ, WW_BENCH_NAMESPACE="1")
+        sys.exit(subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, *sys.argv],
+                                env=env).returncode)
+    if args.pin is not None:
+        os.sched_setaffinity(0, {args.pin})
+    if HOMES.exists():
+        shutil.rmtree(HOMES)
+    HOMES.mkdir(mode=0o755)
     build = build_dir()
     n = 30 if args.quick else 200
     sizes = [10, 10_000] if args.quick else [10, 10_000, 100_000]
     levels = [8, 32] if args.quick else [8, 32, 128]
     per_level = 64 if args.quick else 256
+    if args.correct_only:
+        n = args.correct_only
     users = max(n * 2 + 2, sum([per_level] * len(levels)) + 2, 600)
+    make_accounts(users)
     with tempfile.TemporaryDirectory(prefix="ww-bench-", dir=bench_root()) as tmp:
         s = Setup(Path(tmp), users, build)
         extra: list[str] = []
@@ -346,19 +401,39 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "build": str(build)},
             "correct_code": bench_correct(s, n, extra),
+        }
+        if not args.correct_only:
+            results.update(more_benchmarks(s, n, tmp, users, build, levels, per_level, sizes))
+    finish(results, args)
+
+
+def more_benchmarks(s: Setup, n: int, tmp: str, users: int, build: Path, levels: list[int], per_level: int,
+                    sizes: list[int]) -> dict:
+    results = {
             "wrong_code": bench_wrong(s, n),
             "locked_out": bench_locked(s, n),
             "helper": helper_alone(s, min(n, 100)),
-        }
-        s2 = Setup(Path(tempfile.mkdtemp(prefix="ww-bench2-", dir=tmp)), users, build)
-        results["concurrent"] = bench_concurrent(s2, levels, per_level)
-        results["scale"] = bench_scale(s, sizes, min(n, 50))
+    }
+    s2 = Setup(Path(tempfile.mkdtemp(prefix="ww-bench2-", dir=tmp)), users, build)
+    results["concurrent"] = bench_concurrent(s2, levels, per_level)
+    results["scale"] = bench_scale(s, sizes, min(n, 50))
+    return results
+
+
+def finish(results: dict, args) -> None:
+    shutil.rmtree(HOMES)
+    results["machine"]["pinned_cpu"] = args.pin
     cc = results["correct_code"]
     results["ratios"] = {
         "watchword_over_google_authenticator": round(cc["watchword"]["median_ms"] / cc["google-authenticator"]["median_ms"], 3),
         "watchword_over_oath": round(cc["watchword"]["median_ms"] / cc["oath"]["median_ms"], 3),
         "watchword_minus_floor_ms": round(cc["watchword"]["median_ms"] - cc["permit"]["median_ms"], 3),
         "google_authenticator_minus_floor_ms": round(cc["google-authenticator"]["median_ms"] - cc["permit"]["median_ms"], 3),
+        "watchword_over_google_authenticator_home": round(
+            cc["watchword"]["median_ms"] / cc["google-authenticator-home"]["median_ms"], 3),
+        "google_authenticator_home_minus_floor_ms": round(
+            cc["google-authenticator-home"]["median_ms"] - cc["permit"]["median_ms"], 3),
+        "watchword_p99_over_median": round(cc["watchword"]["p99_ms"] / cc["watchword"]["median_ms"], 3),
     }
     if "watchword-baseline" in cc:
         results["ratios"]["baseline_over_google_authenticator"] = round(

@@ -34,6 +34,12 @@ say "Building $version for $arch (release, static Swift runtime)"
 swift build -c release --static-swift-stdlib --product watchword
 swift build -c release --static-swift-stdlib --product watchword-helper
 bin=$(swift build -c release --show-bin-path)
+# The helper the module runs at every login, linked fully statically: it starts like a C
+# program. It hands SMS, fleet, exempt_group and QR-code logins to the one above, installed
+# beside it as watchword-helper-dynamic (docs/helper-protocol.md, "Two builds").
+swift build -c release --static-swift-stdlib -Xswiftc -static-executable -Xswiftc -DWATCHWORD_STATIC_HELPER \
+    --product watchword-helper --scratch-path .build-static
+static_bin=$(swift build -c release --scratch-path .build-static --show-bin-path)
 make -s -C pam clean all
 
 say "Staging"
@@ -48,10 +54,12 @@ install -d -m 0755 "$root/usr/sbin" "$root/usr/libexec/watchword" "$root$pamdir"
     "$root/usr/share/watchword" "$root/usr/share/doc/watchword" "$root/usr/share/lintian/overrides"
 install -d -m 0700 "$root/etc/watchword" # the helper refuses any other mode (conffile's directory)
 install -m 0755 "$bin/watchword" "$root/usr/sbin/watchword"
-install -m 0755 "$bin/watchword-helper" "$root/usr/libexec/watchword/watchword-helper"
+install -m 0755 "$static_bin/watchword-helper" "$root/usr/libexec/watchword/watchword-helper"
+install -m 0755 "$bin/watchword-helper" "$root/usr/libexec/watchword/watchword-helper-dynamic"
 install -m 0644 pam/pam_watchword.so "$root$pamdir/pam_watchword.so"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
-    "$root/usr/sbin/watchword" "$root/usr/libexec/watchword/watchword-helper" "$root$pamdir/pam_watchword.so"
+    "$root/usr/sbin/watchword" "$root/usr/libexec/watchword/watchword-helper" \
+    "$root/usr/libexec/watchword/watchword-helper-dynamic" "$root$pamdir/pam_watchword.so"
 install -m 0600 install/config.toml "$root/etc/watchword/config.toml"
 install -m 0644 install/pam.d-sshd install/pam.d-sudo install/sshd_config-watchword.conf "$root/usr/share/watchword/"
 # Man pages and completions where Debian's man, bash-completion and zsh look.
@@ -77,11 +85,14 @@ install -m 0755 install/debian/postinst install/debian/prerm install/debian/post
 mkdir -p "$stage/shlibs/debian"
 printf 'Source: watchword\n\nPackage: watchword\nArchitecture: any\n' >"$stage/shlibs/debian/control"
 depends=$(cd "$stage/shlibs" && dpkg-shlibdeps -O \
-    "$root/usr/sbin/watchword" "$root/usr/libexec/watchword/watchword-helper" "$root$pamdir/pam_watchword.so" |
+    "$root/usr/sbin/watchword" "$root/usr/libexec/watchword/watchword-helper-dynamic" "$root$pamdir/pam_watchword.so" |
     sed -n 's/^shlibs:Depends=//p')
 [ -n "$depends" ] || die "dpkg-shlibdeps found no dependencies"
+# Linked in statically: glibc (the static helper) and libcrypto (both helpers).
+built_using=$(dpkg-query -W -f='${source:Package} (= ${source:Version}), ' libc6-dev libssl-dev | sed 's/, $//')
 size=$(du -sk --apparent-size --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" -e "s/@INSTALLED_SIZE@/$size/" \
+    -e "s/@BUILT_USING@/$built_using/" \
     install/debian/control.in >"$root/DEBIAN/control"
 (cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum >DEBIAN/md5sums)

@@ -170,9 +170,11 @@ static const char *open_helper(pam_handle_t *pamh, const char *path,
 /* A fresh nonce and the header, every control byte in a value as '?'. */
 static char *build_header(struct run *r, const struct ww_login *login,
                           size_t *len) {
-    const char *keys[] = {"user", "service", "rhost", "state_dir", "config"};
-    const char *values[] = {login->user, login->service, login->rhost,
-                            r->opts->state_dir, r->opts->config};
+    const char *keys[] = {"user", "service", "rhost", "state_dir", "config",
+                          "account"};
+    const char *values[] = {login->user,       login->service,
+                            login->rhost,      r->opts->state_dir,
+                            r->opts->config,   login->account};
     unsigned char raw[WW_NONCE_BYTES];
     char *text = NULL;
     FILE *f;

@@ -22,6 +22,7 @@ struct ww_login {
     const char *user; /* validated by the caller */
     const char *service;
     const char *rhost; /* may be NULL */
+    const char *account; /* the user database's name for user; NULL: none */
 };
 
 /*

@@ -8,11 +8,13 @@
  * argument that is not understood: a typo in /etc/pam.d never weakens a login.
  */
 #include <limits.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 
 #include <security/pam_ext.h>
+#include <security/pam_modutil.h>
 #include <security/pam_modules.h>
 
 #include "helper.h"
@@ -146,7 +148,7 @@ int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
 WW_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
                                   const char **argv) {
     struct ww_options opts;
-    struct ww_login login = {NULL, NULL, NULL};
+    struct ww_login login = {NULL, NULL, NULL, NULL};
     enum ww_outcome outcome = WW_OUTCOME_NONE;
     const char *reason = NULL;
     char shown_user[WW_MAX_USER + 1], shown_service[64], shown_rhost[256];
@@ -172,6 +174,9 @@ WW_EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
         reason = "invalid user name";
         rc = PAM_AUTH_ERR;
     } else {
+        /* Looked up here, where NSS works: the helper is linked statically. */
+        const struct passwd *pw = pam_modutil_getpwnam(pamh, login.user);
+        login.account = pw != NULL ? pw->pw_name : NULL;
         outcome = ww_run_helper(pamh, flags, &opts, &login, &reason);
         rc = ww_outcome_pam(outcome, opts.nullok);
     }

@@ -37,9 +37,7 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
             prefix = n
         }
         for i in 0..<address.count {
-            let kept = max(0, min(8, prefix - i * 8))
-            let mask: UInt8 = kept == 0 ? 0 : UInt8(truncatingIfNeeded: 0xFF << (8 - kept))
-            guard address[i] & ~mask == 0 else {
+            guard address[i] & ~Self.mask(byte: i, prefix: prefix) == 0 else {
                 throw ExemptionError("exempt_from=\(text): has address bits set past the /\(prefix)")
             }
         }
@@ -59,12 +57,17 @@ public struct AddressRange: Sendable, Equatable, CustomStringConvertible {
     public func contains(_ address: [UInt8]) -> Bool {
         guard address.count == network.count else { return false }
         for i in 0..<address.count {
-            let kept = max(0, min(8, prefixLength - i * 8))
-            if kept == 0 { break }
-            let mask = UInt8(truncatingIfNeeded: 0xFF << (8 - kept))
+            let mask = Self.mask(byte: i, prefix: prefixLength)
+            if mask == 0 { break }
             if address[i] & mask != network[i] & mask { return false }
         }
         return true
+    }
+
+    /// The bits of byte `i` that a `/prefix` network fixes.
+    private static func mask(byte i: Int, prefix: Int) -> UInt8 {
+        let kept = max(0, min(8, prefix - i * 8))
+        return kept == 0 ? 0 : UInt8(truncatingIfNeeded: 0xFF << (8 - kept))
     }
 
     /// The bytes of an address literal, or nil for anything else (a host name, an IPv6

@@ -93,8 +93,9 @@ extension LoginFlow {
     /// dots and hyphens (an issuer may hold no ':').
     private func issuerName() -> String {
         if let issuer = config.enrollmentIssuer { return issuer }
-        let name = String(hostName().unicodeScalars.prefix(64).filter { $0.isASCII && $0 != ":" && $0.value > 0x20 && $0.value < 0x7F })
-        return name.isEmpty ? "watchword" : name
+        // The host name as an issuer the config would accept: printable ASCII without spaces.
+        let name = String(hostName().unicodeScalars.prefix(64).filter { $0.isASCII && $0.value > 0x20 })
+        return Config.isValidIssuer(name) ? name : "watchword"
     }
 
     private func confirm<C: Conversation>(

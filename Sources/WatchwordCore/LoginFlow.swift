@@ -146,6 +146,10 @@ public struct LoginFlow {
     /// A QR code of a text as terminal lines, or nil when none can be drawn (enrollment at
     /// login then shows the otpauth URI alone).
     public var qrCode: (String) -> [String]? = { _ in nil }
+    /// The user's record as the caller already read it from `store` (unlocked, as `run`
+    /// would): `run` starts from it instead of reading it again. Every change still goes
+    /// through `store.update`, which reads the record again under the lock.
+    public var alreadyRead: (user: UserName, record: UserRecord?)? = nil
 
     public static let prompt = "Verification code: "
     public static let smsOfferPrompt = "Verification code (press Enter to get one by SMS): "
@@ -175,7 +179,11 @@ public struct LoginFlow {
         }
         let record: UserRecord?
         do {
-            record = try store.load(user)
+            if let alreadyRead, alreadyRead.user == user {
+                record = alreadyRead.record
+            } else {
+                record = try store.load(user)
+            }
         } catch {
             conversation.error(Self.unavailableMessage)
             return conversation.end(.unavailable, .err, who, "denied: \(error)")

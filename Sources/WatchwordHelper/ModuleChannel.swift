@@ -23,6 +23,17 @@ struct Header {
     /// The module line's `exempt_group=` and `exempt_from=` values, in order.
     var exemptGroups: [String] = []
     var exemptFrom: [String] = []
+    /// What the module's user lookup found (`account NAME`, or `account` alone for no such
+    /// account); nil when the header has no `account` line and the helper looks it up.
+    var account: Account?
+    /// The header as it arrived, for the dynamic helper when this one hands the login over.
+    var bytes: [UInt8] = []
+
+    enum Account: Equatable {
+        /// The user database's own spelling of the name (`pw_name`).
+        case exists(canonical: String)
+        case missing
+    }
 }
 
 struct ProtocolError: Error, CustomStringConvertible {
@@ -35,10 +46,21 @@ struct ProtocolError: Error, CustomStringConvertible {
 struct ModuleChannel {
     let fd: Int32
     private var buffer: [UInt8] = []
+    private var outgoing: [UInt8] = []
     static let maxLine = 4096
     static let maxAnswer = 4096
 
     init(fd: Int32) { self.fd = fd }
+
+    /// A channel whose first bytes were read elsewhere (the header the static helper read
+    /// before handing the login over).
+    init(fd: Int32, preloaded: [UInt8]) {
+        self.fd = fd
+        buffer = preloaded
+    }
+
+    /// Nothing read and not yet consumed.
+    var isDrained: Bool { buffer.isEmpty }
 
     /// Reads more bytes into the buffer; false at end of stream or on error.
     private mutating func fill() -> Bool {
@@ -70,10 +92,18 @@ struct ModuleChannel {
         return bytes
     }
 
-    func send(_ line: String) {
-        var bytes = Array(line.utf8)
-        bytes.append(0x0A)
-        bytes.withUnsafeBytes { raw in
+    /// Queues one line. Lines go out together when the helper next waits for the module
+    /// (`flush`, before a read and at the end): one wake-up of the module per turn instead
+    /// of one per line, which on a VM costs more than the lines themselves.
+    mutating func send(_ line: String) {
+        outgoing += Array(line.utf8)
+        outgoing.append(0x0A)
+    }
+
+    /// Writes every queued line.
+    mutating func flush() {
+        defer { outgoing.removeAll(keepingCapacity: true) }
+        outgoing.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = retryingOnInterrupt {
@@ -86,14 +116,19 @@ struct ModuleChannel {
     }
 
     mutating func readHeader() throws -> Header {
-        guard String(decoding: try readLine(), as: UTF8.self) == "WATCHWORD 1" else {
+        var header = Header()
+        func nextLine() throws -> String {
+            let line = try readLine()
+            header.bytes += line + [0x0A]
+            return String(decoding: line, as: UTF8.self)
+        }
+        guard try nextLine() == "WATCHWORD 1" else {
             throw ProtocolError("expected 'WATCHWORD 1'")
         }
-        var header = Header()
         var seen: Set<String> = []
         var lines = 0
         while true {
-            let line = String(decoding: try readLine(), as: UTF8.self)
+            let line = try nextLine()
             if line == "end" { break }
             let key = String(line.prefix { $0 != " " })
             let value = line.count > key.count ? String(line.dropFirst(key.count + 1)) : ""
@@ -130,6 +165,9 @@ struct ModuleChannel {
                 guard value == "0" || value == "1" else { throw ProtocolError("bad enroll_at_login") }
                 header.enrollAtLogin = value == "1"
             case "debug": header.debug = value == "1"
+            case "account":
+                guard !value.contains(" ") else { throw ProtocolError("bad account") }
+                header.account = value.isEmpty ? .missing : .exists(canonical: value)
             case "timeout":
                 guard let seconds = Int(value), (1...600).contains(seconds) else { throw ProtocolError("bad timeout") }
                 header.timeout = seconds
@@ -160,6 +198,7 @@ struct SocketConversation: Conversation {
 
     mutating func prompt(_ text: String) -> Answer {
         channel.send("prompt " + clean(text))
+        channel.flush()
         guard let reply = try? channel.readLine() else { return .failed }
         let line = String(decoding: reply, as: UTF8.self)
         if line == "too-long" { return .tooLong }

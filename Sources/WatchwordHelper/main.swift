@@ -25,7 +25,9 @@ func refuse(_ message: String) -> Never {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 2, arguments[1] == "--pam" else {
+// `--pam` from the module; `--pam --header-fd=3` from the static helper handing a login over.
+let handedOver = arguments.count == 3 && arguments[1] == "--pam" && arguments[2] == handoffArgument
+guard (arguments.count == 2 && arguments[1] == "--pam") || handedOver else {
     refuse("this program is run by pam_watchword.so, not by hand; use 'watchword' to manage users")
 }
 guard runningAsRoot() else { refuse("must run as root") }
@@ -39,24 +41,32 @@ else {
 signal(SIGPIPE, SIG_IGN)
 guard initializeCryptoForShortLivedProcess() else { refuse("cannot initialise OpenSSL") }
 
-/// The name the system's user database gives for `name`, when it knows the user.
+/// The name the system's user database gives for `name`, and whether it knows the user at
+/// all: one lookup (an NSS lookup costs a login about 0.6 ms).
 ///
 /// A directory service that matches names without regard to case (sssd, winbind) would
 /// log "ALICE" in as alice; looking state up under the canonical name keeps that from
 /// reaching an unenrolled "ALICE" record (and a `nullok` pass) instead of alice's.
-func canonicalUserName(_ name: String) -> String {
-    guard let entry = getpwnam(name), let canonical = entry.pointee.pw_name else { return name }
+func lookUpAccount(_ name: String) -> (canonical: String, exists: Bool) {
+    guard let entry = getpwnam(name) else { return (name, false) }
+    guard let canonical = entry.pointee.pw_name else { return (name, true) }
     let bytes = Array(UnsafeBufferPointer(start: canonical, count: strlen(canonical))).map { UInt8(bitPattern: $0) }
-    return String(validating: bytes, as: UTF8.self) ?? name
+    return (String(validating: bytes, as: UTF8.self) ?? name, true)
 }
 
 var channel = ModuleChannel(fd: 0)
+if handedOver {
+    guard let bytes = readHandedOverHeader() else { refuse("no header on fd 3 from the static helper") }
+    channel = ModuleChannel(fd: 0, preloaded: bytes)
+}
 let header: Header
 do {
     header = try channel.readHeader()
 } catch {
     refuse("bad header from the module: \(error)")
 }
+// The module writes nothing more until it is asked; a handed-over header is whole.
+guard channel.isDrained else { refuse("bytes after the header") }
 
 var conversation = SocketConversation(channel: channel, debug: header.debug)
 /// `text` as one log field: printable ASCII other than space, anything else replaced by
@@ -92,17 +102,35 @@ enum AuditTarget {
 }
 
 /// The login: the config, then an exemption, the file store or the fleet.
-func login(_ request: inout LoginRequest, conversation: inout SocketConversation) -> (LoginResult, AuditTarget) {
+func login(
+    _ request: inout LoginRequest, config loaded: Result<Config, any Error>,
+    alreadyRead: (user: UserName, record: UserRecord?)?, conversation: inout SocketConversation
+) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
     do {
-        let config = try Config.load(path: header.config, required: header.configRequired)
-        request.user = logField(canonicalUserName(shownUser), limit: Int.max)
-        request.accountExists = getpwnam(header.user) != nil
+        let config = try loaded.get()
+        switch header.account {
+        case .exists(let canonical):
+            request.user = logField(canonical, limit: Int.max)
+            request.accountExists = true
+        case .missing: request.accountExists = false
+        case nil:
+            let account = lookUpAccount(shownUser)
+            request.user = logField(account.canonical, limit: Int.max)
+            request.accountExists = account.exists
+        }
         let user = request.user
         // Drawn only when a user enrolls at login; no escape sequences (see terminalLines).
-        let qrCode = { (text: String) -> [String]? in QRMatrix.encode(text)?.terminalLines(colours: false) }
-        // The provider is made only if this login sends or checks a text.
-        let gateway = { () throws(SMSError) -> SMSGateway in try makeSMSGateway(config.sms) }
+        // The static helper draws none (it hands such logins over; see Handoff.swift).
+        let qrCode = { (text: String) -> [String]? in
+            isStaticHelper ? nil : QRMatrix.encode(text)?.terminalLines(colours: false)
+        }
+        // The provider is made only if this login sends or checks a text; never in the
+        // static helper, which cannot load libcurl and hands SMS logins over.
+        let gateway = { () throws(SMSError) -> SMSGateway in
+            if isStaticHelper { throw SMSError(.unavailable, "SMS in the static helper (the record changed while it ran)") }
+            return try makeSMSGateway(config.sms)
+        }
         let exemptions = try Exemptions(groups: header.exemptGroups, from: header.exemptFrom)
         let exemptReason = exemptions.reason(rhost: header.rhost) { group in
             let member = systemUserIsMember(user, of: group)
@@ -132,6 +160,7 @@ func login(_ request: inout LoginRequest, conversation: inout SocketConversation
             audit = .store(store)
             var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
             flow.qrCode = qrCode
+            flow.alreadyRead = alreadyRead
             return (flow.run(request, conversation: &conversation), audit)
         case .postgres:
             var fleet = FleetLogin(config: config, stateDir: header.stateDir, timeout: header.timeout)
@@ -163,9 +192,20 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
         conversation.log(.err, "audit log not written: \(error)")
     }
     conversation.channel.send("result \(header.nonce) \(result.outcome.rawValue)")
+    conversation.channel.flush()
     exit(result.outcome.exitStatus)
 }
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
-let (result, audit) = login(&request, conversation: &conversation)
+let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
+var alreadyRead: (user: UserName, record: UserRecord?)? = nil
+if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead) {
+    conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
+    conversation.channel.flush()
+    let problem = handOff(header)
+    conversation.error(LoginFlow.unavailableMessage)
+    let result = conversation.end(.unavailable, .err, request.who, "denied: \(problem)")
+    finish(result, request: request, audit: .path(header.stateDir), conversation: &conversation)
+}
+let (result, audit) = login(&request, config: config, alreadyRead: alreadyRead, conversation: &conversation)
 finish(result, request: request, audit: audit, conversation: &conversation)

@@ -117,6 +117,15 @@ public struct Doctor {
                 add(.ok, "install.helper", "\(root.display(helper)): root, \(st.octalMode)")
             }
         }
+        if helpers.contains(InstalledLayout.helper) && !explicitHelper && root.status(InstalledLayout.helper) != nil {
+            if let problem = installation.helperProblem(InstalledLayout.dynamicHelper) {
+                add(.fail, "install.helper", "\(problem): the package's helper hands SMS, fleet, exempt_group and "
+                    + "enrollment logins to it, and those are denied")
+            } else {
+                add(.ok, "install.helper", "\(root.display(InstalledLayout.dynamicHelper)): root, "
+                    + "\(root.status(InstalledLayout.dynamicHelper)!.octalMode)")
+            }
+        }
 
         var namedConfigs: [String] = []
         for rule in rules {

@@ -19,6 +19,9 @@ public enum InstalledLayout {
     /// Where the Debian package installs the CLI and the helper (the module's default).
     public static let cli = "/usr/sbin/watchword"
     public static let helper = "/usr/libexec/watchword/watchword-helper"
+    /// The package's helper is static; it hands SMS, fleet, exempt_group and enrollment
+    /// logins to this one beside it.
+    public static let dynamicHelper = "/usr/libexec/watchword/watchword-helper-dynamic"
     /// Where install.sh put them before the package: `doctor` reports them when they are
     /// still there (two installs), and nothing runs them unless a `helper=` names one.
     public static let olderCLI = "/usr/local/sbin/watchword"

@@ -44,6 +44,8 @@ PAM_SRC_DIR = REPO_ROOT / "pam"
 INSTALLED_MODULE = os.environ.get("WATCHWORD_MODULE")
 MODULE_PATH = Path(INSTALLED_MODULE) if INSTALLED_MODULE else PAM_SRC_DIR / "pam_watchword.so"
 FAKE_HELPERS_DIR = INTEGRATION_DIR / "fake_helpers"
+# The dynamically linked helper the static one hands SMS, fleet, group and QR logins to.
+DYNAMIC_HELPER = "watchword-helper-dynamic"
 PAM_CLIENT = INTEGRATION_DIR / "pam_client.py"
 
 PAM_WRAPPER_LIB = "libpam_wrapper.so"
@@ -135,12 +137,25 @@ def make_root_dir(path: Path, mode: int = 0o755) -> Path:
 
 def install_helper(src: Path | str, dest_dir: Path, name: str = "watchword-helper",
                    mode: int = 0o755) -> Path:
-    """Copy an executable into dest_dir as root-owned name with mode."""
+    """Copy an executable into dest_dir as root-owned name with mode. The static helper
+    the package installs hands some logins to watchword-helper-dynamic in its own
+    directory: when src has that sibling, it is copied along."""
     dest = Path(dest_dir) / name
     shutil.copyfile(src, dest)
     os.chown(dest, 0, 0)
     os.chmod(dest, mode)
+    dynamic = Path(src).parent / DYNAMIC_HELPER
+    if name == "watchword-helper" and dynamic.is_file():
+        shutil.copyfile(dynamic, Path(dest_dir) / DYNAMIC_HELPER)
+        os.chown(Path(dest_dir) / DYNAMIC_HELPER, 0, 0)
+        os.chmod(Path(dest_dir) / DYNAMIC_HELPER, 0o755)
     return dest
+
+
+def helper_executables(helper: Path) -> set[str]:
+    """The paths a running helper's /proc/PID/exe may show: the helper, or the dynamic one
+    beside it that the static helper hands some logins to."""
+    return {str(helper), str(Path(helper).parent / DYNAMIC_HELPER)}
 
 
 def pam_env(service_dir: Path, env_extra: Mapping[str, str] | None = None) -> dict:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from conftest import INTEGRATION_DIR, MODULE_PATH, REPO_ROOT, install_helper, make_root_dir
+from conftest import DYNAMIC_HELPER, INTEGRATION_DIR, MODULE_PATH, REPO_ROOT, install_helper, make_root_dir
 from ww import CLI, HELPER, secret_of
 
 FIXTURES = INTEGRATION_DIR / "fixtures"
@@ -65,6 +65,8 @@ class Tree:
         (moddir / "pam_watchword.so").chmod(0o644)
         # Where the Debian package puts them.
         self.helper = install_helper(HELPER, make_root_dir(self.path("/usr/libexec/watchword")))
+        if not (self.helper.parent / DYNAMIC_HELPER).exists():  # a build's helper: it serves as both
+            install_helper(HELPER, self.helper.parent, name=DYNAMIC_HELPER)
         install_helper(CLI, make_root_dir(self.path("/usr/sbin")), name="watchword")
         make_root_dir(self.path("/etc/watchword"), 0o700)
         # As the package leaves it: the config template (module_args names it with config=).

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PAM_AUTH_ERR, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
+from conftest import (PAM_AUTH_ERR, helper_executables, PAM_SUCCESS, PamRun, pam_env, run_pamtester, run_pamtesters_together,
                       write_service)
 from ww import (CLI, HOOKS_BUILD, Watchword, fresh_totp, oathtool_hotp, oathtool_totp, wrong_hotp_code, wrong_totp_codes, fresh_totp as fresh_code)
 
@@ -259,8 +259,8 @@ def test_concurrent_admin_commands_and_logins_never_tear_or_lose(ww, service_dir
                 errors.append(f"{body.__name__}: {e!r}")
         return run
 
-    def wrong_codes():  # alice: every one a counted failure
-        while time.monotonic() < stop:
+    def wrong_codes():  # alice: every one a counted failure, below max_failures (1000, the most allowed)
+        while time.monotonic() < stop and len(alice_logins) < 900:
             alice_logins.append(run_pamtester(service_dir, "race", "alice", wrong + "\n"))
 
     def hotp_logins():  # hal: the next counter's code, each one a success
@@ -509,7 +509,7 @@ def kill_helpers(helper: Path) -> bool:
     killed = False
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.readlink(f"/proc/{pid}/exe") == str(helper):
+            if os.readlink(f"/proc/{pid}/exe") in helper_executables(helper):
                 os.kill(int(pid), signal.SIGKILL)
                 killed = True
         except OSError:

@@ -26,6 +26,7 @@ VERSION = (REPO_ROOT / "VERSION").read_text().strip()
 KEPT = [Path("/etc/watchword"), Path("/var/lib/watchword"), Path("/var/backups/watchword")]
 CLI = Path("/usr/sbin/watchword")
 HELPER = Path("/usr/libexec/watchword/watchword-helper")
+DYNAMIC_HELPER = HELPER.parent / "watchword-helper-dynamic"
 USER = "nobody"  # an account every Debian has; enrolled only in the test's own state
 
 
@@ -204,7 +205,8 @@ def test_installed_files_owners_modes_and_libraries(machine, deb, pamd):
     install(pamd, deb)
     assert {f.name: f.read_bytes() for f in pamd.iterdir() if f.is_file()} == before, "the package edited /etc/pam.d"
     expect = {
-        CLI: (0o755, "file"), HELPER: (0o755, "file"), HELPER.parent: (0o755, "dir"),
+        CLI: (0o755, "file"), HELPER: (0o755, "file"), DYNAMIC_HELPER: (0o755, "file"),
+        HELPER.parent: (0o755, "dir"),
         module(): (0o644, "file"), Path("/etc/watchword"): (0o700, "dir"),
         Path("/etc/watchword/config.toml"): (0o600, "file"), Path("/var/lib/watchword"): (0o700, "dir"),
         Path("/usr/share/man/man8/watchword.8.gz"): (0o644, "file"),
@@ -231,7 +233,10 @@ def test_installed_files_owners_modes_and_libraries(machine, deb, pamd):
     # Beside pam_unix.so, in the directory libpam-modules ships (dpkg -S finds both there).
     assert run("dpkg", "-S", module().parent / "pam_unix.so").stdout.startswith("libpam-modules")
     # The programs need only Debian's libraries: nothing from the Swift toolchain.
-    for program in (CLI, HELPER):
+    # The helper the module runs is fully static (it loads nothing); the dynamic one beside it
+    # and the CLI load only Debian's libraries.
+    assert "not a dynamic executable" in run("ldd", HELPER, check=False).stdout + run("ldd", HELPER, check=False).stderr
+    for program in (CLI, DYNAMIC_HELPER):
         out = run("ldd", program).stdout
         assert "not found" not in out, out
         for lib in re.findall(r"=> (/\S+)", out):

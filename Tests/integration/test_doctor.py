@@ -180,6 +180,25 @@ def test_install_problems(good):
         "/lib/x86_64-linux-gnu/security/pam_watchword.so is not installed: every login whose stack names it fails"]
 
 
+def test_the_dynamic_helper_beside_the_packages_is_checked(good):
+    """The package's static helper hands SMS, fleet, exempt_group and enrollment logins to
+    watchword-helper-dynamic beside it; doctor checks it as the static one checks it."""
+    rc, checks = good.doctor()
+    assert "/usr/libexec/watchword/watchword-helper-dynamic: root, 0755" in findings(checks, "ok", "install.helper")
+    dynamic = good.path("/usr/libexec/watchword/watchword-helper-dynamic")
+    dynamic.chmod(0o775)
+    rc, checks = good.doctor()
+    assert rc == 1
+    assert findings(checks, "fail", "install.helper") == [
+        "/usr/libexec/watchword/watchword-helper-dynamic has mode 0775: writable by group or other: the package's "
+        "helper hands SMS, fleet, exempt_group and enrollment logins to it, and those are denied"]
+    dynamic.unlink()
+    rc, checks = good.doctor()
+    assert findings(checks, "fail", "install.helper") == [
+        "/usr/libexec/watchword/watchword-helper-dynamic does not exist: the package's "
+        "helper hands SMS, fleet, exempt_group and enrollment logins to it, and those are denied"]
+
+
 def test_a_writable_directory_above_the_helper_is_reported(good):
     """What the module refuses, two levels above the helper (a group-writable /usr): doctor
     says so, as it does for the helper's own directory."""
@@ -188,7 +207,9 @@ def test_a_writable_directory_above_the_helper_is_reported(good):
     assert rc == 1
     assert findings(checks, "fail", "install.helper") == [
         "/usr: every directory above the helper must be root's and not writable by group or other: "
-        "the module refuses to run it and denies every login"]
+        "the module refuses to run it and denies every login",
+        "/usr: every directory above the helper must be root's and not writable by group or other: "
+        "the package's helper hands SMS, fleet, exempt_group and enrollment logins to it, and those are denied"]
     os.chmod(good.path("/usr"), 0o755)
     os.symlink("watchword", good.path("/usr/libexec/ww"))
     good.write("/etc/pam.d/sudo", good.text("/etc/pam.d/sudo").replace(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, make_root_dir,
+from conftest import (PAM_AUTH_ERR, helper_executables, PAM_AUTHINFO_UNAVAIL, PAM_MAXTRIES, PAM_SUCCESS, make_root_dir,
                       run_pam_client, run_pam_clients_at_once, run_pamtester, run_pamtesters_together,
                       write_service)
 from pgserver import PgServer, SilentListener
@@ -425,7 +425,7 @@ def _helper_processes(helper: Path) -> list[int]:
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.readlink(f"/proc/{pid}/exe") == str(helper):
+            if os.readlink(f"/proc/{pid}/exe") in helper_executables(helper):
                 out.append(int(pid))
         except OSError:
             pass
@@ -1056,7 +1056,7 @@ def helper_pids(host: Host) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.readlink(f"/proc/{entry}/exe") == str(host.helper):
+                if os.readlink(f"/proc/{entry}/exe") in helper_executables(host.helper):
                     pids.append(int(entry))
             except OSError:
                 pass

@@ -111,6 +111,7 @@ def test_correct_code_succeeds_and_header_is_exact(run_pam, good_helper,
         "rhost client.example.org",
         "state_dir /var/lib/watchword",
         "config /etc/watchword/config.toml",
+        "account ",  # the module's own lookup: no such account
         "config_required 0",
         "debug 0",
         "timeout 10",
@@ -135,12 +136,24 @@ def test_options_reach_the_header_and_nonce_is_fresh(run_pam, good_helper,
     assert first["config_required"] == "1"  # named on the module line: it must exist
     assert first["debug"] == "1"
     assert first["timeout"] == "10"
+    assert first["account"] == ""  # bob has no account here
     # debug adds detail to the log
     assert res1.logged("started helper")
     res2 = run_pam(args, "bob", CODE + "\n")
     assert res2.rc == 0, res2.output
     second = read_record(helper_dir)["header"]
     assert first["nonce"] != second["nonce"]
+
+
+def test_the_module_names_the_account_it_looked_up(run_pam, good_helper, helper_dir):
+    """The module looks the user up (NSS works in the PAM process; the static helper must
+    not call it) and sends the user database's own name, or an empty value for none."""
+    res = run_pam(f"helper={good_helper}", "root", CODE + "\n")
+    assert res.rc == 0, res.output
+    assert read_record(helper_dir)["header"]["account"] == "root"
+    res = run_pam(f"helper={good_helper}", "nosuchuser-ww", CODE + "\n")
+    assert res.rc == 0, res.output
+    assert read_record(helper_dir)["header"]["account"] == ""
 
 
 def test_header_replaces_control_bytes(run_pam, good_helper, helper_dir):

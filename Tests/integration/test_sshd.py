@@ -21,7 +21,7 @@ import pytest
 
 from conftest import MODULE_PATH
 from systree import DEBIAN, LoginUser, Tree, findings
-from ww import CLI, HELPER, fresh_totp, secret_of, fresh_totp as fresh_code
+from ww import CLI, DYNAMIC_HELPER, HELPER, fresh_totp, secret_of, fresh_totp as fresh_code
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -221,6 +221,8 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
     (private / "backups").mkdir(mode=0o755)
     (private / "libexec").mkdir(mode=0o755)
     shutil.copyfile(HELPER, private / "watchword-helper")  # HELPER may be under /usr/libexec, hidden below
+    # The static helper's sibling (a build's own helper serves as both).
+    shutil.copyfile(DYNAMIC_HELPER if DYNAMIC_HELPER.is_file() else HELPER, private / "watchword-helper-dynamic")
     state, config = tmp_path / "state", tmp_path / "config.toml"
     config.write_text("")  # enable names it with config=, so it must exist
     config.chmod(0o600)
@@ -244,6 +246,7 @@ def test_enable_on_this_machine_reloads_sshd_and_the_next_login_asks_for_the_cod
         f"for e in {private / 'libexec'}/*; do [ \"${{e##*/}}\" = watchword ] || ln -s \"$e\" /usr/libexec/; done",
         "mkdir -m 0755 /usr/libexec/watchword",
         f"install -m 0755 {private / 'watchword-helper'} /usr/libexec/watchword/watchword-helper",
+        f"install -m 0755 {private / 'watchword-helper-dynamic'} /usr/libexec/watchword/watchword-helper-dynamic",
     ]
     holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
                                " && ".join(mounts) + " && echo ready && exec sleep 300"],

@@ -16,6 +16,22 @@ BUILD = Path(os.environ.get("WATCHWORD_BUILD", REPO_ROOT / ".build" / "debug"))
 # /usr/libexec/watchword/watchword-helper); without them, the build's.
 CLI = Path(os.environ.get("WATCHWORD_CLI", BUILD / "watchword"))
 HELPER = Path(os.environ.get("WATCHWORD_HELPER", BUILD / "watchword-helper"))
+# The static helper the package installs hands SMS, fleet, group and QR logins to this one,
+# next to it; a build's own helper (debug or plain release) has none and does everything.
+DYNAMIC_HELPER = HELPER.parent / "watchword-helper-dynamic"
+
+
+def is_static(binary: Path) -> bool:
+    """True for a fully static executable: no program interpreter, no dynamic section."""
+    out = subprocess.run(["readelf", "-l", "-d", str(binary)], capture_output=True, text=True, check=True).stdout
+    return "Requesting program interpreter" not in out and "NEEDED" not in out
+
+
+def helper_binaries() -> list[Path]:
+    """The helper the module runs, and the dynamic one it hands logins to when there is one."""
+    return [HELPER] + ([DYNAMIC_HELPER] if DYNAMIC_HELPER.is_file() else [])
+
+
 # The crash-safety tests need the crash points that only debug builds compile in
 # (WATCHWORD_TEST_HOOKS); Tests/run.sh runs everything else against the release build.
 HOOKS_BUILD = Path(os.environ.get("WATCHWORD_HOOKS_BUILD", BUILD))

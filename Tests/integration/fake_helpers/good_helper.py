@@ -16,7 +16,7 @@ import sys
 # finds the file itself.
 HERE = os.path.dirname(os.path.realpath(__file__))
 RECORD = os.path.join(HERE, "record.json")
-KEYS = ["nonce", "user", "service", "rhost", "state_dir", "config", "config_required", "debug",
+KEYS = ["nonce", "user", "service", "rhost", "state_dir", "config", "account", "config_required", "debug",
         "timeout"]
 
 
