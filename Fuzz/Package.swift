@@ -33,5 +33,6 @@ let package = Package(
         fuzzTarget("FuzzGoogleAuthenticatorFile", ["WatchwordImport", "WatchwordCore"]),
         fuzzTarget("FuzzOathUsersFile", ["WatchwordImport", "WatchwordCore", "WatchwordOTP"]),
         fuzzTarget("FuzzOfflineCache", ["WatchwordCore", "WatchwordPostgres"]),
+        fuzzTarget("FuzzJSON", ["WatchwordCore"]),
     ]
 )

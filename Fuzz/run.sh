@@ -8,7 +8,7 @@
 #   bash Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # TARGET is one of the names below (state-file config otpauth-uri base32 offline-cache
-# google-authenticator oath module-protocol);
+# google-authenticator oath json module-protocol);
 # all of them when none is given. FUZZ_FLAGS adds libFuzzer options, e.g.
 # FUZZ_FLAGS="-jobs=2 -workers=2". FUZZ_WORK_DIR keeps the growing corpora there (one
 # directory per target) instead of in a temporary directory, so a campaign can go on later.
@@ -29,6 +29,7 @@ targets=(
     "offline-cache FuzzOfflineCache -max_len=65536"
     "google-authenticator FuzzGoogleAuthenticatorFile -max_len=8192"
     "oath FuzzOathUsersFile -max_len=16384"
+    "json FuzzJSON -max_len=4096"
     "module-protocol fuzz-module-protocol"
 )
 wanted=("$@")

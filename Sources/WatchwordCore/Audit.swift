@@ -191,85 +191,21 @@ enum FlatJSONValue: Equatable {
     case null
 }
 
-/// Parses `{"key": "string" | integer | null, ...}`, the only shape audit lines have.
+/// Parses `{"key": "string" | integer | null, ...}`, the only shape audit lines have
+/// (through the one JSON parser); nil for any other shape, and for a key given twice.
 func parseFlatJSONObject(_ bytes: [UInt8]) -> [String: FlatJSONValue]? {
-    var i = 0
-    func skipSpace() { while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 || bytes[i] == 0x0D { i += 1 } }
-    func parseString() -> String? {
-        guard i < bytes.count, bytes[i] == 0x22 else { return nil }
-        i += 1
-        var out: [UInt8] = []
-        while i < bytes.count {
-            let b = bytes[i]
-            i += 1
-            if b == 0x22 { return String(validating: out, as: UTF8.self) }
-            if b < 0x20 { return nil }
-            if b != 0x5C {
-                out.append(b)
-                continue
-            }
-            guard i < bytes.count else { return nil }
-            let e = bytes[i]
-            i += 1
-            switch e {
-            case 0x22, 0x5C, 0x2F: out.append(e)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "u"):
-                guard i + 4 <= bytes.count,
-                    let v = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16),
-                    let scalar = Unicode.Scalar(v)
-                else { return nil }
-                i += 4
-                out.append(contentsOf: Array(String(Character(scalar)).utf8))
-            default: return nil
-            }
-        }
-        return nil
-    }
-    skipSpace()
-    guard i < bytes.count, bytes[i] == 0x7B else { return nil }
-    i += 1
+    guard case .object(let pairs)? = JSON.parse(bytes) else { return nil }
     var fields: [String: FlatJSONValue] = [:]
-    skipSpace()
-    if i < bytes.count, bytes[i] == 0x7D {
-        i += 1
-    } else {
-        while true {
-            skipSpace()
-            guard let key = parseString() else { return nil }
-            skipSpace()
-            guard i < bytes.count, bytes[i] == 0x3A else { return nil }
-            i += 1
-            skipSpace()
-            guard i < bytes.count else { return nil }
-            if bytes[i] == 0x22 {
-                guard let s = parseString() else { return nil }
-                fields[key] = .string(s)
-            } else if bytes[i...].starts(with: Array("null".utf8)) {
-                i += 4
-                fields[key] = .null
-            } else {
-                let start = i
-                if bytes[i] == 0x2D { i += 1 }
-                while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 { i += 1 }
-                guard let n = Int64(String(decoding: bytes[start..<i], as: UTF8.self)) else { return nil }
-                fields[key] = .int(n)
-            }
-            skipSpace()
-            guard i < bytes.count else { return nil }
-            if bytes[i] == 0x2C {
-                i += 1
-                continue
-            }
-            guard bytes[i] == 0x7D else { return nil }
-            i += 1
-            break
+    for (key, value) in pairs {
+        guard fields[key] == nil else { return nil }
+        switch value {
+        case .string(let text): fields[key] = .string(text)
+        case .null: fields[key] = .null
+        case .number(let digits):
+            guard let n = Int64(digits) else { return nil }
+            fields[key] = .int(n)
+        case .bool, .array, .object: return nil
         }
     }
-    skipSpace()
-    return i == bytes.count ? fields : nil
+    return fields
 }

@@ -368,8 +368,8 @@ extension Libpq {
             }
             var fds = pollfd(
                 fd: socket(conn), events: Int16(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), revents: 0)
-            let n = poll(&fds, 1, Int32(min(remaining, 600) * 1000) + 1)
-            if n < 0 && errno != EINTR {
+            let n = retryingOnInterrupt { poll(&fds, 1, Int32(min(remaining, 600) * 1000) + 1) }
+            if n < 0 {
                 finish(conn)
                 return .failure(DatabaseError(opened ? .failed : .unreachable, "poll: \(String(cString: strerror(errno)))"))
             }

@@ -271,12 +271,12 @@ public final class DatabaseConnection {
     private func wait(read: Bool, write: Bool) throws(DatabaseError) {
         guard let conn else { throw DatabaseError(.lost, "the database connection is closed") }
         var fds = pollfd(fd: pq.socket(conn), events: Int16((read ? POLLIN : 0) | (write ? POLLOUT : 0)), revents: 0)
-        let n = poll(&fds, 1, Int32(waitSeconds * 1000))
+        let n = retryingOnInterrupt { poll(&fds, 1, Int32(waitSeconds * 1000)) }
         if n == 0 {
             broken = true
             throw DatabaseError(.lost, "the database did not answer within \(waitSeconds) s")
         }
-        if n < 0 && errno != EINTR {
+        if n < 0 {
             broken = true
             throw DatabaseError(.lost, "poll: \(String(cString: strerror(errno)))")
         }

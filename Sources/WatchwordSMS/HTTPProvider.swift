@@ -63,7 +63,7 @@ enum HTTPProvider {
         case .rateLimited: detail += " (rate limited by the provider)"
         default: break
         }
-        if let json = JSONValue.parse(response.body) {
+        if let json = JSON.parse(response.body) {
             var parts: [String] = []
             if let code = json["code"]?.int { parts.append("code \(code)") }
             if let message = json["message"]?.string ?? json["error"]?.string { parts.append(redact(message)) }
@@ -73,8 +73,8 @@ enum HTTPProvider {
     }
 
     /// The body as a JSON object, or a `.refused` error naming the provider.
-    static func object(_ provider: String, _ response: HTTPResponse) throws(SMSError) -> JSONValue {
-        guard let json = JSONValue.parse(response.body), case .object = json else {
+    static func object(_ provider: String, _ response: HTTPResponse) throws(SMSError) -> JSON {
+        guard let json = JSON.parse(response.body), case .object = json else {
             throw SMSError(.refused, "\(provider): HTTP \(response.status) with an answer that is not a JSON object")
         }
         return json

@@ -13,7 +13,7 @@ struct NomadoService: SMSVerificationService {
     let timeoutSeconds: Int
     let transport: any HTTPTransport
 
-    private func post(_ endpoint: String, _ json: JSONValue) throws(SMSError) -> HTTPResponse {
+    private func post(_ endpoint: String, _ json: JSON) throws(SMSError) -> HTTPResponse {
         try transport.post(
             HTTPRequest(
                 url: settings.apiBase + "/2fa/" + endpoint, body: Array(json.rendered.utf8),

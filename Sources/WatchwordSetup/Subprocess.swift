@@ -38,104 +38,29 @@ public enum Subprocess {
         return nil
     }
 
-    /// Runs `argv` (argv[0] an absolute path) and collects its output; kills it after
-    /// `timeout` seconds.
+    /// Runs `argv` (argv[0] an absolute path) with no input and collects its output (at
+    /// most 1 MiB of each stream); kills it, and its process group, after `timeout` seconds.
     public static func run(_ argv: [String], timeout: Int = 20) throws(SetupError) -> ProgramResult {
-        var outPipe: [Int32] = [-1, -1]
-        var errPipe: [Int32] = [-1, -1]
-        guard makePipe(&outPipe) else { throw SetupError("pipe: \(String(cString: strerror(errno)))") }
-        guard makePipe(&errPipe) else {
-            close(outPipe[0])
-            close(outPipe[1])
-            throw SetupError("pipe: \(String(cString: strerror(errno)))")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
-        sigaddset(&defaults, SIGCHLD)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = environment.map { strdup($0) } + [nil]
-        defer {
-            for p in cArgs { free(p) }
-            for p in cEnv { free(p) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
-        close(outPipe[1])
-        close(errPipe[1])
-        guard rc == 0 else {
-            close(outPipe[0])
-            close(errPipe[0])
-            throw SetupError("cannot run \(argv[0]): \(String(cString: strerror(rc)))")
-        }
-
-        var out: [UInt8] = []
-        var err: [UInt8] = []
-        var open = [outPipe[0], errPipe[0]]
-        let deadline = monotonicSeconds() + Double(timeout)
-        var timedOut = false
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while !open.isEmpty {
-            let left = deadline - monotonicSeconds()
-            if left <= 0 {
-                timedOut = true
-                break
-            }
-            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-            let ready = poll(&fds, nfds_t(fds.count), Int32(min(left, 1) * 1000) + 1)
-            if ready < 0 && errno != EINTR { break }
-            for entry in fds where entry.revents != 0 {
-                let n = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    if entry.fd == outPipe[0] {
-                        out.append(contentsOf: buffer[0..<n])
-                    } else {
-                        err.append(contentsOf: buffer[0..<n])
-                    }
-                } else if n == 0 || errno != EINTR {
-                    close(entry.fd)
-                    open.removeAll { $0 == entry.fd }
-                }
+        let result: ChildProcess.Result
+        do {
+            result = try ChildProcess.run(
+                argv, input: nil, output: .capture(limit: 1 << 20), environment: environment, timeoutSeconds: timeout)
+        } catch {
+            switch error {
+            case .spawn(let reason): throw SetupError("cannot run \(argv[0]): \(reason)")
+            case .system(let reason): throw SetupError("\(argv[0]): \(reason)")
             }
         }
-        for fd in open { close(fd) }
-        if timedOut { kill(pid, SIGKILL) }
-        var status: Int32 = 0
-        _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
-        let code: Int32
-        if status & 0x7f == 0 {
-            code = (status >> 8) & 0xff
-        } else {
-            code = 128 + (status & 0x7f)
+        let status: Int32
+        switch result.ending {
+        case .exited(let code): status = code
+        case .signaled(let signal): status = 128 + signal
+        case .timedOut: throw SetupError("\(argv[0]) did not finish within \(timeout) seconds")
         }
-        if timedOut { throw SetupError("\(argv[0]) did not finish within \(timeout) seconds") }
         return ProgramResult(
-            status: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+            status: status, stdout: String(decoding: result.stdout, as: UTF8.self),
+            stderr: String(decoding: result.stderr, as: UTF8.self))
     }
-
-    /// A pipe whose ends close on exec (the child gets copies on 1 and 2 only).
-    private static func makePipe(_ fds: inout [Int32]) -> Bool {
-        guard pipe(&fds) == 0 else { return false }
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        return true
-    }
-
 }
 
 extension Substring {

@@ -36,7 +36,10 @@ import WatchwordCore
     }
 
     @Test(arguments: ["", "not json", "{\"time\":\"1\",\"event\":\"x\",\"outcome\":\"ok\"}", "{\"event\":\"x\",\"outcome\":\"ok\"}",
-        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"} trailing", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\""])
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"} trailing", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"",
+        // A key twice, a number that is not whole, a value of another shape.
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"outcome\":\"success\"}", "{\"time\":1.5,\"event\":\"x\",\"outcome\":\"ok\"}",
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"user\":[\"a\"]}"])
     func corruptLinesAreRejected(_ line: String) {
         #expect(AuditEntry(jsonLine: Substring(line)) == nil)
     }

@@ -33,36 +33,6 @@ private func form(_ body: [UInt8]) -> [String: String] {
     return out
 }
 
-@Suite("JSON for the provider APIs")
-struct JSONTests {
-    @Test("answers of the APIs parse")
-    func parses() throws {
-        let json = try #require(JSONValue.parse(Array(#"{"code": 200, "message": "OK", "verify": true, "data": {"id": [1, 2.5e3, null]}}"#.utf8)))
-        #expect(json["code"]?.int == 200)
-        #expect(json["message"]?.string == "OK")
-        #expect(json["verify"]?.bool == true)
-        #expect(json["data"]?["id"] == .array([.number("1"), .number("2.5e3"), .null]))
-        #expect(JSONValue.parse(Array(#""caf\u00e9 \ud83d\ude00 \"q\"""#.utf8)) == .string("café 😀 \"q\""))
-    }
-
-    @Test("anything that is not one JSON text is refused", arguments: ["", "{", "{\"a\":}", "[1,]", "01", "\"\u{1}\"", "{} {}", "nul", "\"\\x\"", "\"\\ud800\""])
-    func refused(_ text: String) {
-        #expect(JSONValue.parse(Array(text.utf8)) == nil)
-    }
-
-    @Test("nesting is bounded")
-    func depth() {
-        #expect(JSONValue.parse(Array((String(repeating: "[", count: 40) + String(repeating: "]", count: 40)).utf8)) == nil)
-        #expect(JSONValue.parse(Array((String(repeating: "[", count: 10) + String(repeating: "]", count: 10)).utf8)) != nil)
-    }
-
-    @Test("objects are written with their keys in order and strings escaped")
-    func writes() {
-        let value = JSONValue.object([("to", .string("+1")), ("template", .string("a \"b\"\n{{CODE}}")), ("length", .number("6"))])
-        #expect(value.rendered == #"{"to":"+1","template":"a \"b\"\n{{CODE}}","length":6}"#)
-    }
-}
-
 @Suite("HTTP provider helpers")
 struct HTTPProviderTests {
     @Test("form fields are percent-encoded so a value cannot start another field")

@@ -1,17 +1,18 @@
-import WatchwordCore
-
-/// Just enough JSON for the providers' APIs: a parser for their answers (bounded in size
-/// and depth) and a writer for nomado's requests, with keys in the order given.
-enum JSONValue: Equatable, Sendable {
+/// watchword's one JSON type: the parser for what comes from outside (SMS providers'
+/// answers over the network, audit lines read back), bounded in size and depth and fuzzed
+/// (Fuzz/, target json), and the writer for what goes out (nomado's requests, the CLI's
+/// `--json`, audit lines through `jsonQuote`), keys in the order given, so output is
+/// stable for scripts and tests.
+public enum JSON: Equatable, Sendable {
     case null
     case bool(Bool)
     /// Kept as written; the APIs use small integers and strings.
     case number(String)
     case string(String)
-    case array([JSONValue])
-    case object([(String, JSONValue)])
+    case array([JSON])
+    case object([(String, JSON)])
 
-    static func == (a: JSONValue, b: JSONValue) -> Bool {
+    public static func == (a: JSON, b: JSON) -> Bool {
         switch (a, b) {
         case (.null, .null): true
         case (.bool(let x), .bool(let y)): x == y
@@ -24,15 +25,15 @@ enum JSONValue: Equatable, Sendable {
     }
 
     /// The value of `key` in an object (the first, if repeated).
-    subscript(key: String) -> JSONValue? {
+    public subscript(key: String) -> JSON? {
         guard case .object(let pairs) = self else { return nil }
         return pairs.first { $0.0 == key }?.1
     }
 
-    var string: String? { if case .string(let s) = self { s } else { nil } }
-    var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
+    public var string: String? { if case .string(let s) = self { s } else { nil } }
+    public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
     /// A number (or a string of digits, as some APIs send) that is a whole Int.
-    var int: Int? {
+    public var int: Int? {
         switch self {
         case .number(let n): Int(n)
         case .string(let s): Int(s)
@@ -42,7 +43,12 @@ enum JSONValue: Equatable, Sendable {
 
     // MARK: Writing
 
-    var rendered: String {
+    /// A whole number.
+    public static func int<T: BinaryInteger>(_ n: T) -> JSON { .number(String(n)) }
+    /// A string, or null for nil.
+    public static func optional(_ text: String?) -> JSON { text.map { .string($0) } ?? .null }
+
+    public var rendered: String {
         switch self {
         case .null: "null"
         case .bool(let b): b ? "true" : "false"
@@ -53,14 +59,19 @@ enum JSONValue: Equatable, Sendable {
         }
     }
 
-    static func quote(_ s: String) -> String { jsonQuote(s) }
+    public static func quote(_ s: String) -> String { jsonQuote(s) }
 
     // MARK: Parsing
 
-    static let maxDepth = 32
+    /// Arrays and objects nest at most this deep.
+    public static let maxDepth = 32
+    /// The longest text parsed (provider answers are a few hundred bytes; audit lines 1 KiB).
+    public static let maxBytes = 1 << 20
 
-    /// Parses one JSON text (RFC 8259); nil for anything else.
-    static func parse(_ bytes: [UInt8]) -> JSONValue? {
+    /// Parses one JSON text (RFC 8259); nil for anything else, and for a text over
+    /// `maxBytes` or nested deeper than `maxDepth`.
+    public static func parse(_ bytes: [UInt8]) -> JSON? {
+        guard bytes.count <= maxBytes else { return nil }
         var parser = Parser(bytes: bytes)
         guard let value = parser.value(depth: 0) else { return nil }
         parser.skipSpace()
@@ -82,8 +93,8 @@ enum JSONValue: Equatable, Sendable {
             return true
         }
 
-        mutating func value(depth: Int) -> JSONValue? {
-            guard depth < JSONValue.maxDepth else { return nil }
+        mutating func value(depth: Int) -> JSON? {
+            guard depth < JSON.maxDepth else { return nil }
             skipSpace()
             guard index < bytes.count else { return nil }
             switch bytes[index] {
@@ -93,7 +104,7 @@ enum JSONValue: Equatable, Sendable {
             case UInt8(ascii: "\""): return string().map { .string($0) }
             case UInt8(ascii: "["):
                 index += 1
-                var items: [JSONValue] = []
+                var items: [JSON] = []
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
                     index += 1
@@ -110,7 +121,7 @@ enum JSONValue: Equatable, Sendable {
                 }
             case UInt8(ascii: "{"):
                 index += 1
-                var pairs: [(String, JSONValue)] = []
+                var pairs: [(String, JSON)] = []
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                     index += 1
@@ -135,7 +146,7 @@ enum JSONValue: Equatable, Sendable {
             }
         }
 
-        mutating func number() -> JSONValue? {
+        mutating func number() -> JSON? {
             let start = index
             if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
             let digitsStart = index
