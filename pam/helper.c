@@ -36,6 +36,7 @@
 #define WW_MAX_LINE 1024 /* per helper message, '\n' included */
 #define WW_MAX_MESSAGES 128 /* a QR code at enrollment is ~30 info lines */
 #define WW_MAX_ANSWER 4096
+#define WW_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 /* talk() returns IO_OK when the helper is to be waited for, not killed. */
 enum { IO_ERROR = -1, IO_OK, IO_EOF, IO_TIMEOUT };
@@ -132,7 +133,7 @@ static const char *open_helper(pam_handle_t *pamh, const char *path,
     const char *bad = NULL;
     int fd, dir;
 
-    if (strlen(path) >= sizeof(buf)) /* options.c refuses it already */
+    if (strlen(path) >= sizeof(buf)) /* pam_watchword.c refuses it already */
         return "helper path is too long";
     memcpy(buf, path, strlen(path) + 1);
     fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -195,7 +196,7 @@ static char *build_header(struct run *r, const struct ww_login *login,
         return NULL;
     }
     fprintf(f, "WATCHWORD 1\nnonce %s\n", r->nonce);
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    for (size_t i = 0; i < WW_COUNT(keys); i++) {
         fprintf(f, "%s ", keys[i]);
         for (const char *p = values[i]; p != NULL && *p != '\0'; p++)
             fputc(ww_is_control((unsigned char)*p) ? '?' : *p, f);
@@ -229,23 +230,21 @@ static char *build_header(struct run *r, const struct ww_login *login,
  */
 static const struct {
     int resource;
-    rlim_t cur, max;
+    struct rlimit limit;
 } helper_limits[] = {
-    {RLIMIT_STACK, 8 << 20, RLIM_INFINITY}, {RLIMIT_CORE, 0, 0},
-    {RLIMIT_NOFILE, 1024, 4096},            {RLIMIT_MEMLOCK, 8 << 20, 8 << 20},
-    {RLIMIT_MSGQUEUE, 819200, 819200},      {RLIMIT_NICE, 0, 0},
-    {RLIMIT_RTPRIO, 0, 0},
+    {RLIMIT_STACK, {8 << 20, RLIM_INFINITY}}, {RLIMIT_CORE, {0, 0}},
+    {RLIMIT_NOFILE, {1024, 4096}},         {RLIMIT_MEMLOCK, {8 << 20, 8 << 20}},
+    {RLIMIT_MSGQUEUE, {819200, 819200}},   {RLIMIT_NICE, {0, 0}},
+    {RLIMIT_RTPRIO, {0, 0}},
 };
 
 static int set_limits(void) {
     for (int res = 0; res < RLIMIT_NLIMITS; res++) {
         struct rlimit want = {RLIM_INFINITY, RLIM_INFINITY}, old;
 
-        for (size_t i = 0; i < sizeof(helper_limits) / sizeof(*helper_limits);
-             i++) {
+        for (size_t i = 0; i < WW_COUNT(helper_limits); i++) {
             if (helper_limits[i].resource == res)
-                want = (struct rlimit){helper_limits[i].cur,
-                                       helper_limits[i].max};
+                want = helper_limits[i].limit;
         }
         if (setrlimit(res, &want) == 0)
             continue;
@@ -414,8 +413,7 @@ static enum ww_outcome parse_result(struct run *r, const char *rest) {
     }
     for (size_t i = 0; i < hex; i++) /* in constant time */
         diff |= (unsigned char)(rest[i] ^ r->nonce[i]);
-    for (size_t i = 1; diff == 0 && i < sizeof(outcomes) / sizeof(outcomes[0]);
-         i++) {
+    for (size_t i = 1; diff == 0 && i < WW_COUNT(outcomes); i++) {
         if (strcmp(rest + hex + 1, outcomes[i].word) == 0)
             return (enum ww_outcome)i;
     }
@@ -575,7 +573,7 @@ enum ww_outcome ww_run_helper(pam_handle_t *pamh, int flags,
 
 done:
     (void)sigaction(SIGCHLD, &old_chld, NULL);
-    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+    for (size_t i = 0; i < WW_COUNT(fds); i++) {
         if (*fds[i] >= 0)
             (void)close(*fds[i]);
     }

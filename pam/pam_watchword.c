@@ -46,23 +46,19 @@ static void sanitize(char *dst, size_t dstlen, const char *src) {
     dst[i] = '\0';
 }
 
-/* The PAM result's name for the summary line. */
+/*
+ * The PAM result's name for the summary line: each result of outcomes.def,
+ * and PAM_INCOMPLETE (pam_get_user's conversation is to be resumed).
+ */
 static const char *pam_code_name(int rc) {
-#define WW_CODE(code) {code, #code}
-    static const struct {
-        int code;
-        const char *name;
-    } names[] = {WW_CODE(PAM_SUCCESS),  WW_CODE(PAM_AUTH_ERR),
-                 WW_CODE(PAM_IGNORE),   WW_CODE(PAM_MAXTRIES),
-                 WW_CODE(PAM_CONV_ERR), WW_CODE(PAM_AUTHINFO_UNAVAIL),
-                 WW_CODE(PAM_INCOMPLETE)};
-#undef WW_CODE
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (names[i].code == rc)
-            return names[i].name;
-    }
-    return "other";
+#define WW_OUTCOME(word, status, pam, pam_nullok)                              \
+    if (rc == (pam))                                                           \
+        return #pam;                                                           \
+    if (rc == (pam_nullok))                                                    \
+        return #pam_nullok;
+#include "outcomes.def"
+#undef WW_OUTCOME
+    return rc == PAM_INCOMPLETE ? "PAM_INCOMPLETE" : "other";
 }
 
 int ww_parse_options(pam_handle_t *pamh, int argc, const char **argv,
