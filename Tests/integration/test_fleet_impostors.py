@@ -142,13 +142,17 @@ MODES = {
     "prefer": "sslmode=prefer",
     "require": "sslmode=require",
     "require, sslrootcert=CA": "sslmode=require sslrootcert={ca}",
+    # A CA file does not make a weak mode strong: each is refused for its sslmode alone.
+    "disable, sslrootcert=CA": "sslmode=disable sslrootcert={ca}",
+    "allow, sslrootcert=CA": "sslmode=allow sslrootcert={ca}",
+    "prefer, sslrootcert=CA": "sslmode=prefer sslrootcert={ca}",
     "verify-ca without sslrootcert": "sslmode=verify-ca",
     "verify-full without sslrootcert": "sslmode=verify-full",
     "no sslmode, sslrootcert=CA": "sslrootcert={ca}",
     "verify-full, sslrootcert=CA": "sslmode=verify-full sslrootcert={ca}",
     "verify-full, sslrootcert=CA, host=db.example.org hostaddr=127.0.0.1": "sslmode=verify-full sslrootcert={ca}",
 }
-WEAK_MODES = [m for m in MODES if "sslrootcert=CA" not in m or m.startswith("require")]
+WEAK_MODES = [m for m in MODES if "sslrootcert=CA" not in m or m.startswith(("disable", "allow", "prefer", "require"))]
 
 
 def conninfo(mode: str, port: int, pki) -> str:
