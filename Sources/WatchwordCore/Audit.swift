@@ -54,14 +54,21 @@ public struct AuditEntry: Sendable, Equatable {
 
     /// Parses one line; nil when it is not a well-formed audit line.
     public init?(jsonLine line: Substring) {
-        guard let fields = parseFlatJSONObject(Array(line.utf8)) else { return nil }
-        guard case .int(let time)? = fields["time"], case .string(let event)? = fields["event"],
-            case .string(let outcome)? = fields["outcome"]
-        else { return nil }
-        func text(_ key: String) -> String? {
-            if case .string(let s)? = fields[key] { return s }
-            return nil
+        // The shape audit lines have always had: one object whose values are strings, whole
+        // numbers that fit an Int64, or null (a key named twice is refused by the parser).
+        guard case .object(let pairs)? = JSON.parse(Array(line.utf8)) else { return nil }
+        for (_, value) in pairs {
+            switch value {
+            case .string, .null: continue
+            case .number(let digits): guard Int64(digits) != nil else { return nil }
+            case .bool, .array, .object: return nil
+            }
         }
+        let fields = JSON.object(pairs)
+        guard case .number(let digits)? = fields["time"], let time = Int64(digits),
+            let event = fields["event"]?.string, let outcome = fields["outcome"]?.string
+        else { return nil }
+        func text(_ key: String) -> String? { fields[key]?.string }
         self.init(
             time: time, event: event, user: text("user"), service: text("service"), rhost: text("rhost"),
             method: text("method"), outcome: outcome, reason: text("reason"), host: text("host"), actor: text("actor"),
@@ -183,29 +190,4 @@ public enum AuditLog {
         }
         return (entries, corrupt)
     }
-}
-
-enum FlatJSONValue: Equatable {
-    case string(String)
-    case int(Int64)
-    case null
-}
-
-/// Parses `{"key": "string" | integer | null, ...}`, the only shape audit lines have
-/// (through the one JSON parser); nil for any other shape, and for a key given twice.
-func parseFlatJSONObject(_ bytes: [UInt8]) -> [String: FlatJSONValue]? {
-    guard case .object(let pairs)? = JSON.parse(bytes) else { return nil }
-    var fields: [String: FlatJSONValue] = [:]
-    for (key, value) in pairs {
-        guard fields[key] == nil else { return nil }
-        switch value {
-        case .string(let text): fields[key] = .string(text)
-        case .null: fields[key] = .null
-        case .number(let digits):
-            guard let n = Int64(digits) else { return nil }
-            fields[key] = .int(n)
-        case .bool, .array, .object: return nil
-        }
-    }
-    return fields
 }

@@ -24,7 +24,7 @@ public enum JSON: Equatable, Sendable {
         }
     }
 
-    /// The value of `key` in an object (the first, if repeated).
+    /// The value of `key` in an object (parsed objects name each key once).
     public subscript(key: String) -> JSON? {
         guard case .object(let pairs) = self else { return nil }
         return pairs.first { $0.0 == key }?.1
@@ -68,8 +68,10 @@ public enum JSON: Equatable, Sendable {
     /// The longest text parsed (provider answers are a few hundred bytes; audit lines 1 KiB).
     public static let maxBytes = 1 << 20
 
-    /// Parses one JSON text (RFC 8259); nil for anything else, and for a text over
-    /// `maxBytes` or nested deeper than `maxDepth`.
+    /// Parses one JSON text (RFC 8259); nil for anything else, for a text over `maxBytes`
+    /// or nested deeper than `maxDepth`, and for an object that names a key twice (RFC 8259
+    /// leaves its meaning to the reader: one reader takes the first, another the last, so a
+    /// provider's answer or an audit line would mean two things).
     public static func parse(_ bytes: [UInt8]) -> JSON? {
         guard bytes.count <= maxBytes else { return nil }
         var parser = Parser(bytes: bytes)
@@ -122,6 +124,7 @@ public enum JSON: Equatable, Sendable {
             case UInt8(ascii: "{"):
                 index += 1
                 var pairs: [(String, JSON)] = []
+                var keys: Set<String> = []
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                     index += 1
@@ -129,7 +132,9 @@ public enum JSON: Equatable, Sendable {
                 }
                 while true {
                     skipSpace()
-                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string() else { return nil }
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), let key = string(),
+                        keys.insert(key).inserted
+                    else { return nil }
                     skipSpace()
                     guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
                     index += 1

@@ -39,9 +39,29 @@ import WatchwordCore
         "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"} trailing", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\"",
         // A key twice, a number that is not whole, a value of another shape.
         "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"outcome\":\"success\"}", "{\"time\":1.5,\"event\":\"x\",\"outcome\":\"ok\"}",
-        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"user\":[\"a\"]}"])
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"user\":[\"a\"]}", "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"user\":true}",
+        // A whole number too large for Int64, in the time or in another field.
+        "{\"time\":9223372036854775808,\"event\":\"x\",\"outcome\":\"ok\"}",
+        "{\"time\":1,\"event\":\"x\",\"outcome\":\"ok\",\"user\":9223372036854775808}"])
     func corruptLinesAreRejected(_ line: String) {
         #expect(AuditEntry(jsonLine: Substring(line)) == nil)
+    }
+
+    /// Lines as every version of the writer has written them (before host and actor; now),
+    /// and what the flat reader they were first read with accepted, still read the same.
+    @Test func linesFromTheFieldStillRead() {
+        let before = #"{"time":1795770000,"event":"login","user":"alice","service":"sshd","rhost":"x\"y\\z\n\u0001é","method":null,"outcome":"auth_err","reason":"denied"}"#
+        #expect(AuditEntry(jsonLine: Substring(before)) == AuditEntry(
+            time: 1_795_770_000, event: "login", user: "alice", service: "sshd", rhost: "x\"y\\z\n\u{1}é",
+            method: nil, outcome: "auth_err", reason: "denied"))
+        let now = #"{"time":2,"event":"enroll","user":null,"service":null,"rhost":null,"method":null,"outcome":"ok","reason":null,"host":"vm","actor":"root","actor_source":"sudo"}"#
+        #expect(AuditEntry(jsonLine: Substring(now)) == AuditEntry(
+            time: 2, event: "enroll", user: nil, outcome: "ok", host: "vm", actor: "root", actorSource: "sudo"))
+        // Spaces, tabs and CR around the tokens, `\/` and `\u` escapes, a negative time, a
+        // field of a later version (read as absent) and a whole number where a string belongs
+        // (read as absent), as the flat reader took them.
+        let loose = " {\t\"time\" : -5 ,\"event\":\"a\\/b\\u0041\",\"outcome\":\"ok\",\"later\":\"x\",\"user\":7}\r"
+        #expect(AuditEntry(jsonLine: Substring(loose)) == AuditEntry(time: -5, event: "a/bA", user: nil, outcome: "ok"))
     }
 
     @Test func appendRotatesAndRefusesUntrustedFiles() throws {

@@ -32,7 +32,7 @@ struct JSONTests {
 
     @Test("what parses renders and parses back to the same value (the fuzz target's property, on examples)")
     func roundTrip() throws {
-        for text in [#"{"a":[1,-0.5e+3,true,false,null,{"b":"\u0000\u001f\\\"/é😀"}],"a":{}}"#, #"[]"#, #""\ud83d\ude00""#] {
+        for text in [#"{"a":[1,-0.5e+3,true,false,null,{"b":"\u0000\u001f\\\"/é😀"}],"c":{}}"#, #"[]"#, #""\ud83d\ude00""#] {
             let value = try #require(JSON.parse(Array(text.utf8)), "\(text)")
             #expect(JSON.parse(Array(value.rendered.utf8)) == value, "\(text)")
         }
@@ -46,6 +46,20 @@ struct JSONTests {
         let big = [UInt8](repeating: 0x20, count: JSON.maxBytes) + Array("1".utf8)
         #expect(JSON.parse(big) == nil)
         #expect(JSON.parse(Array(big.dropFirst())) == .number("1"))
+    }
+
+    @Test("an object that names a key twice is refused, at any depth", arguments: [
+        #"{"status":"pending","status":"approved"}"#, #"{"a":1,"b":{"c":1,"c":1}}"#, #"[{"x":null,"x":null}]"#,
+        // The same key written two ways.
+        #"{"ok":true,"\u006fk":false}"#,
+    ])
+    func duplicateKeys(_ text: String) {
+        #expect(JSON.parse(Array(text.utf8)) == nil)
+    }
+
+    @Test("the same key in different objects is fine")
+    func sameKeyInTwoObjects() {
+        #expect(JSON.parse(Array(#"{"a":{"a":1},"b":[{"a":2},{"a":3}]}"#.utf8)) != nil)
     }
 
     @Test("the depth limit is exactly maxDepth")

@@ -135,6 +135,21 @@ struct ProviderRequestTests {
         #expect(transport.requests.allSatisfy { $0.user == "AC9" && $0.password == "tok" })
     }
 
+    @Test("twilio-verify and nomado: an answer that names a key twice is refused, in either order")
+    func duplicateKeys() {
+        var settings = SMSSettings.TwilioVerify()
+        settings.apiBase = "http://127.0.0.1:9"
+        let verify = TwilioVerifyService(settings: settings, timeoutSeconds: 3, transport: FakeTransport([
+            answer(200, #"{"status": "pending", "status": "approved"}"#),
+            answer(200, #"{"status": "approved", "status": "pending"}"#),
+        ]))
+        #expect(throws: SMSError.self) { try verify.check("123456", for: phone) }
+        #expect(throws: SMSError.self) { try verify.check("123456", for: phone) }
+        let nomado = NomadoService(settings: SMSSettings.Nomado(), codeDigits: 6, ttlSeconds: 60, timeoutSeconds: 3,
+            transport: FakeTransport([answer(200, #"{"code": 200, "verify": false, "verify": true}"#)]))
+        #expect(throws: SMSError.self) { try nomado.check("123456", for: phone) }
+    }
+
     @Test("nomado: JSON create and verify; verify true and false; HTTP errors")
     func nomado() throws {
         var settings = SMSSettings.Nomado()
