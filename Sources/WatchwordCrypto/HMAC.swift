@@ -9,6 +9,15 @@ public enum HMAC<H: HashFunction> {
     /// Returns `H.digestByteCount` bytes. Any key length is accepted; keys longer
     /// than the hash block size are hashed first, as RFC 2104 specifies.
     public static func authenticationCode(for message: [UInt8], using key: SymmetricKey) -> [UInt8] {
+        if let direct = DirectDigest(H.self) {
+            return key.withUnsafeBytes { direct.authenticationCode(for: message, key: $0) }
+        }
+        return evpAuthenticationCode(for: message, using: key)
+    }
+
+    /// The same through OpenSSL's EVP interface (providers, `openssl.cnf`): for a hash
+    /// function declared outside this module, and to check `DirectDigest` against.
+    static func evpAuthenticationCode(for message: [UInt8], using key: SymmetricKey) -> [UInt8] {
         let md = H.messageDigest
         let size = H.digestByteCount
         precondition(size <= Int(EVP_MAX_MD_SIZE), "digest larger than EVP_MAX_MD_SIZE")

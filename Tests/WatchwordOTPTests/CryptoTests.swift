@@ -1,5 +1,5 @@
 import Testing
-import WatchwordCrypto
+@testable import WatchwordCrypto
 
 @Suite("HMAC (RFC 2202, RFC 4231)")
 struct HMACTests {
@@ -59,6 +59,32 @@ struct HMACTests {
     func emptyInputs() {
         let mac = HMAC<SHA256>.authenticationCode(for: [], using: SymmetricKey(bytes: []))
         #expect(Hex.encode(mac) == "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+    }
+
+    /// Every key length around both block sizes (64, 128) and the digest sizes, messages
+    /// around a block: the direct HMAC and digest (libcrypto's SHA functions, RFC 2104 written
+    /// out in DirectDigest) must give what OpenSSL's EVP HMAC and EVP_Digest give.
+    @Test("HMAC and digests over libcrypto's SHA functions equal OpenSSL's EVP results")
+    func directEqualsEVP() {
+        func check<H: HashFunction>(_: H.Type) -> [String] {
+            var mismatches: [String] = []
+            for keyLength in [0, 1, 19, 20, 21, 32, 63, 64, 65, 127, 128, 129, 200] {
+                let key = SymmetricKey(bytes: (0..<keyLength).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+                for messageLength in [0, 1, 8, 55, 56, 63, 64, 65, 111, 112, 128, 300] {
+                    let message = (0..<messageLength).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ keyLength) }
+                    if HMAC<H>.authenticationCode(for: message, using: key)
+                        != HMAC<H>.evpAuthenticationCode(for: message, using: key) {
+                        mismatches.append("\(H.name) HMAC key \(keyLength) message \(messageLength)")
+                    }
+                    if keyLength == 0 && H.hash(message) != H.evpHash(message) {
+                        mismatches.append("\(H.name) digest \(messageLength)")
+                    }
+                }
+            }
+            return mismatches
+        }
+        #expect(DirectDigest(Insecure.SHA1.self) == .sha1 && DirectDigest(SHA512.self) == .sha512)
+        #expect(check(Insecure.SHA1.self) + check(SHA256.self) + check(SHA512.self) == [])
     }
 
     @Test("Digest sizes and names")
