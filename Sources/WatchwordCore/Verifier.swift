@@ -40,11 +40,13 @@ public struct Verifier: Sendable {
     /// Trims surrounding white space and drops single spaces or hyphens between digits
     /// (`123 456`, `123-456`, as apps show codes); a code is then 1–64 ASCII digits, else nil.
     public static func normalize(_ answer: [UInt8]) -> String? {
-        let space: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C]
+        // Space, tab, LF, VT, FF, CR. (Not a Set: its first use costs a login 125 k
+        // instructions of runtime type lookup.)
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || (byte >= 0x09 && byte <= 0x0D) }
         func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
         var slice = answer[...]
-        while let first = slice.first, space.contains(first) { slice = slice.dropFirst() }
-        while let last = slice.last, space.contains(last) { slice = slice.dropLast() }
+        while let first = slice.first, isSpace(first) { slice = slice.dropFirst() }
+        while let last = slice.last, isSpace(last) { slice = slice.dropLast() }
         guard slice.count <= 64 + 63 else { return nil }
         var digits: [UInt8] = []
         var previous: UInt8? = nil
