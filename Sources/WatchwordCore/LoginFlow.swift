@@ -149,7 +149,7 @@ public struct LoginFlow {
     /// The user's record as the caller already read it from `store` (unlocked, as `run`
     /// would): `run` starts from it instead of reading it again. Every change still goes
     /// through `store.update`, which reads the record again under the lock.
-    public var alreadyRead: (user: UserName, record: UserRecord?)? = nil
+    public var alreadyRead: ReadRecord? = nil
 
     public static let prompt = "Verification code: "
     public static let smsOfferPrompt = "Verification code (press Enter to get one by SMS): "
@@ -246,5 +246,17 @@ public struct LoginFlow {
 
     static func lockedMessage(_ remaining: Int64) -> String {
         "Too many failed codes: try again in \(remaining) seconds."
+    }
+}
+
+/// A user's record as read, unlocked, before a login (`LoginFlow.alreadyRead`). A struct,
+/// not a tuple: a tuple's type is built at run time on its first copy (100 k instructions
+/// of a login, callgrind).
+public struct ReadRecord: Sendable {
+    public let user: UserName
+    public let record: UserRecord?
+    public init(user: UserName, record: UserRecord?) {
+        self.user = user
+        self.record = record
     }
 }

@@ -32,7 +32,7 @@ let isStaticHelper = false
 /// code to draw. Decided before anything is asked or written; a record that changes
 /// afterwards only loses the QR code (the URI and secret are still shown) or makes an SMS
 /// step fail closed.
-func handoffReason(_ header: Header, config: Config?, read: inout (user: UserName, record: UserRecord?)?) -> String? {
+func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?) -> String? {
     guard let account = header.account else { return "the module did not look the account up" }
     if !header.exemptGroups.isEmpty { return "exempt_group needs the group database" }
     // A config that does not load denies the login here as it would there.
@@ -47,7 +47,7 @@ func handoffReason(_ header: Header, config: Config?, read: inout (user: UserNam
     do {
         let user = try UserName(name)
         record = try FileStore(path: header.stateDir, create: false).load(user)
-        read = (user, record)  // the login starts from it (LoginFlow.alreadyRead)
+        read = ReadRecord(user: user, record: record)  // the login starts from it (LoginFlow.alreadyRead)
     } catch {
         return nil  // denied here with the same reason
     }

@@ -104,7 +104,7 @@ enum AuditTarget {
 /// The login: the config, then an exemption, the file store or the fleet.
 func login(
     _ request: inout LoginRequest, config loaded: Result<Config, any Error>,
-    alreadyRead: (user: UserName, record: UserRecord?)?, conversation: inout SocketConversation
+    alreadyRead: ReadRecord?, conversation: inout SocketConversation
 ) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
     do {
@@ -198,7 +198,7 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
 let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
-var alreadyRead: (user: UserName, record: UserRecord?)? = nil
+var alreadyRead: ReadRecord? = nil
 if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead) {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
     conversation.channel.flush()
