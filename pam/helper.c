@@ -321,8 +321,9 @@ static int send_all(struct run *r, const char *data, size_t len) {
 }
 
 /*
- * One message into line, without its '\n', read a byte at a time so that
- * nothing after it is consumed. Refuses a NUL byte, a line over WW_MAX_LINE
+ * One message into line, without its '\n'. What has arrived is peeked at and
+ * only the line taken, so that nothing after it is consumed: one or two
+ * recv() a line, not one a byte. Refuses a NUL byte, a line over WW_MAX_LINE
  * and an unterminated last line; other bytes pass as they came.
  */
 static int read_line(struct run *r, char line[WW_MAX_LINE]) {
@@ -330,7 +331,10 @@ static int read_line(struct run *r, char line[WW_MAX_LINE]) {
 
     for (;;) {
         struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
-        ssize_t n = recv(r->fd, line + len, 1, MSG_DONTWAIT);
+        ssize_t n = recv(r->fd, line + len, WW_MAX_LINE - len,
+                         MSG_PEEK | MSG_DONTWAIT);
+        char *end = n > 0 ? memchr(line + len, '\n', (size_t)n) : NULL;
+        size_t take = end != NULL ? (size_t)(end - (line + len)) + 1 : (size_t)n;
         int ready;
 
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -343,12 +347,15 @@ static int read_line(struct run *r, char line[WW_MAX_LINE]) {
         } else if (n == 0 || (n < 0 && errno == ECONNRESET)) {
             return len == 0 ? IO_EOF
                             : fail(r, NULL, "helper sent an unterminated line");
-        } else if (n > 0 && line[len] == '\n') {
-            line[len] = '\0';
-            return IO_OK;
-        } else if (n > 0 && line[len] == '\0') {
+        } else if (n > 0 && memchr(line + len, '\0', take) != NULL) {
             return fail(r, NULL, "helper sent a NUL byte");
-        } else if (n > 0 && ++len == WW_MAX_LINE) {
+        } else if (n > 0 && recv(r->fd, line + len, take, MSG_DONTWAIT) !=
+                                (ssize_t)take) {
+            return fail(r, "recv from helper", "cannot read from the helper");
+        } else if (n > 0 && end != NULL) {
+            line[len + take - 1] = '\0';
+            return IO_OK;
+        } else if (n > 0 && (len += take) == WW_MAX_LINE) {
             return fail(r, NULL, "helper sent a line longer than 1024 bytes");
         }
     }
