@@ -126,6 +126,10 @@ class Fleet:
         self.helper = libexec / "watchword-helper"
         shutil.copy(build / "watchword-helper", self.helper)
         os.chmod(self.helper, 0o755)
+        # The package's static helper hands a fleet login to its dynamic sibling.
+        if (build / "watchword-helper-dynamic").exists():
+            shutil.copy(build / "watchword-helper-dynamic", libexec / "watchword-helper-dynamic")
+            os.chmod(libexec / "watchword-helper-dynamic", 0o755)
         self.etc = base / "etc"
         self.etc.mkdir(mode=0o700)
         policy = "[policy]\nmax_failures = 5\n"

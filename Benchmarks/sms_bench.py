@@ -49,6 +49,10 @@ def main() -> None:
     helper = libexec / "watchword-helper"
     shutil.copy(BUILD / "watchword-helper", helper)
     os.chmod(helper, 0o755)
+    # The package's static helper hands an SMS login to its dynamic sibling.
+    if (BUILD / "watchword-helper-dynamic").exists():
+        shutil.copy(BUILD / "watchword-helper-dynamic", libexec / "watchword-helper-dynamic")
+        os.chmod(libexec / "watchword-helper-dynamic", 0o755)
     state, etc = base / "state", base / "etc"
     etc.mkdir(mode=0o700)
     config = etc / "config.toml"
