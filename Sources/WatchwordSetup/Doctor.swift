@@ -127,6 +127,25 @@ public struct Doctor {
             }
         }
 
+        // A fleet host's logins all need libpq: the static helper hands each one over.
+        var runsStatic: [String] = []
+        for case (_, .success(let stack)) in stacks {
+            for entry in stack.entries {
+                guard let rule = entry.rule, Self.isModule(rule) else { continue }
+                if !rule.arguments.contains(where: { $0.hasPrefix("helper=") })
+                    || rule.arguments.contains("helper=" + InstalledLayout.helper)
+                {
+                    runsStatic.append(entry.line.location)
+                }
+            }
+        }
+        if !runsStatic.isEmpty && installation.isFleet {
+            add(.warn, "install.helper",
+                "\(runsStatic.joined(separator: ", ")): the module runs the static watchword-helper, which hands every login of "
+                    + "a fleet host to \(InstalledLayout.dynamicHelper) (1-3 ms more a login); `watchword enable` "
+                    + "names that one with helper= when the config says backend = \"postgres\"")
+        }
+
         var namedConfigs: [String] = []
         for rule in rules {
             for argument in rule.arguments where argument.hasPrefix("config=") {

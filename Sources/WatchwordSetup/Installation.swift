@@ -166,8 +166,21 @@ public struct Installation {
 
     /// The PAM options that point the module at this installation's state and config, when
     /// they are not the defaults.
+    /// Whether the config says `[store] backend = "postgres"` (false when it cannot be read:
+    /// `enable` and `doctor` report that elsewhere).
+    public var isFleet: Bool {
+        (try? Config.load(path: root.host(configPath)))?.store.backend == .postgres
+    }
+
+    /// The helper a module line should run: on a fleet host the dynamically linked one, as
+    /// every login there needs libpq, which the static `watchword-helper` would hand it
+    /// anyway, after starting and reading the config itself (1-3 ms a login,
+    /// BENCHMARKS.md); elsewhere the module's default, the static one.
+    public var helperForLogins: String { isFleet ? InstalledLayout.dynamicHelper : InstalledLayout.helper }
+
     public var moduleOptions: [String] {
         var options: [String] = []
+        if helperForLogins != InstalledLayout.helper { options.append("helper=\(helperForLogins)") }
         if stateDirectory != FileStore.defaultPath { options.append("state_dir=\(stateDirectory)") }
         if configPath != Config.defaultPath { options.append("config=\(configPath)") }
         return options

@@ -236,7 +236,9 @@ public struct ServiceSetup {
         } else if installation.moduleDirectory == nil {
             problems.append("no PAM module directory (with pam_unix.so) found")
         }
-        if let problem = installation.helperProblem() { problems.append("the helper: \(problem)") }
+        if let problem = installation.helperProblem(installation.helperForLogins) {
+            problems.append("the helper: \(problem)")
+        }
         guard !problems.isEmpty else { return }
         let message = problems.joined(separator: "; ") + ": every login through the module would fail"
         guard options.force else { throw SetupError(message + ". Run install/install.sh first (or use --force)") }

@@ -265,3 +265,35 @@ def test_enable_refuses_to_name_a_config_that_does_not_exist(tree):
     res = tree.cli("enable", "sudo", "--config", "/etc/watchword/other.toml")
     assert res.returncode == 0, res.stderr
     assert "config=/etc/watchword/other.toml" in tree.text("/etc/pam.d/sudo")
+
+
+FLEET_CONFIG = ('[store]\nbackend = "postgres"\n\n[store.postgres]\n'
+                'conninfo = "host=/run/postgresql dbname=watchword user=watchword"\n'
+                'password_file = "/etc/watchword/db-password"\n')
+
+
+def test_a_fleet_host_runs_the_dynamic_helper(tree):
+    """Every login of a fleet host needs libpq, which only watchword-helper-dynamic can
+    load: the static helper would start, read the config and hand each login over (1-3 ms
+    more, BENCHMARKS.md). `enable` names the dynamic one there, and the default again when
+    the host goes back to the file store; doctor warns about a fleet line without it."""
+    tree.write("/etc/watchword/config.toml", FLEET_CONFIG, mode=0o600)
+    res = tree.cli("enable", "sudo")
+    assert res.returncode == 0, res.stderr
+    line = ("auth       required   pam_watchword.so helper=/usr/libexec/watchword/watchword-helper-dynamic   "
+            "# added by watchword enable\n")
+    assert line in tree.text(SUDO)
+    _, checks = tree.doctor()
+    assert not any("runs the static watchword-helper" in f["detail"] for f in checks), checks
+
+    tree.write(SUDO, tree.text(SUDO).replace(" helper=/usr/libexec/watchword/watchword-helper-dynamic", ""))
+    _, checks = tree.doctor()
+    warned = [f["detail"] for f in checks if f["status"] == "warn" and f["check"] == "install.helper"]
+    assert len(warned) == 1 and warned[0].startswith("/etc/pam.d/sudo:7: the module runs the static watchword-helper, "
+                                                     "which hands every login of a fleet host"), checks
+
+    tree.write("/etc/watchword/config.toml", "", mode=0o600)
+    res = tree.cli("enable", "sudo")
+    assert res.returncode == 0, res.stderr
+    assert "auth       required   pam_watchword.so   # added by watchword enable\n" in tree.text(SUDO)
+    assert "helper=" not in tree.text(SUDO)
