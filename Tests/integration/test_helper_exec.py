@@ -309,3 +309,55 @@ def test_helper_log_lines_lose_their_control_bytes(run_pam, helper_dir):
     assert res.rc == 0, res.output
     assert res.logged("one?two?[2Jthree?"), res.log_text()
     assert "\x1b" not in res.stderr and "\r" not in res.stderr
+
+
+# ---- the caller is left as it was ---------------------------------------------------------
+
+CALLER = r'''
+import json, os, runpy, signal, sys, threading
+client, service, user = sys.argv[1:4]
+os.chdir("/tmp")
+os.umask(0o027)
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+os.setresuid(65534, 0, 0)  # as a setuid program run by nobody (sudo): real uid nobody
+go, seen = threading.Event(), {}
+def other():
+    go.wait()
+    seen["ids"] = os.getresuid()  # this thread's own ids (the kernel keeps them per thread)
+thread = threading.Thread(target=other)
+thread.start()
+sys.argv = [client, service, user, json.dumps([])]
+try:
+    runpy.run_path(client, run_name="__main__")
+except SystemExit:
+    pass
+go.set()
+thread.join()
+mask = os.umask(0)
+# The kernel's dispositions, not Python's record of them.
+ignored = int(next(l for l in open("/proc/self/status") if l.startswith("SigIgn:")).split()[1], 16)
+print(json.dumps({"thread": seen["ids"], "main": os.getresuid(), "cwd": os.getcwd(), "umask": mask,
+                  "usr1_ignored": bool(ignored >> (signal.SIGUSR1 - 1) & 1)}), file=sys.stderr)
+'''
+
+
+def test_the_caller_keeps_its_ids_directory_umask_and_signals(pam_module, service_dir, inspect_helper, helper_dir,
+                                                               tmp_path):
+    """The module starts the helper without fork(): the child shares the caller's memory
+    until it executes the helper (CLONE_VM | CLONE_VFORK). What the child changes for the
+    helper — ids (to root), directory, umask, signal dispositions — must stay the child's:
+    a threaded caller that is root with a real uid of nobody, as sudo is, has the same
+    ids in both of its threads, its directory, umask and ignored signal afterwards."""
+    from conftest import PAM_CLIENT, pam_env, write_service
+    write_service(service_dir, "watchword-test", [f"auth required {MODULE_PATH} helper={inspect_helper}"])
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER)
+    proc = subprocess.run([sys.executable, str(script), str(PAM_CLIENT), "watchword-test", "alice"],
+                          capture_output=True, text=True, timeout=60, env=pam_env(service_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["rc"] == 0, proc.stdout
+    rec = record(helper_dir)
+    assert rec["uids"] == [0, 0, 0] and rec["cwd"] == "/", rec  # the helper got what it should
+    caller = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert caller == {"thread": [65534, 0, 0], "main": [65534, 0, 0], "cwd": "/tmp", "umask": 0o027,
+                      "usr1_ignored": True}, caller
