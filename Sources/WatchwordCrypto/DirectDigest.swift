@@ -36,29 +36,28 @@ enum DirectDigest {
     /// The digest of the concatenation of `parts`, into `out` (at least `digestByteCount`
     /// bytes). The context, which holds state derived from the input, is wiped.
     func hash(_ parts: [UnsafeRawBufferPointer], into out: UnsafeMutablePointer<UInt8>) {
-        var ok = true
-        switch self {
-        case .sha1:
-            var ctx = SHA_CTX()
-            ok = SHA1_Init(&ctx) == 1
-            for part in parts where part.count > 0 { ok = ok && SHA1_Update(&ctx, part.baseAddress, part.count) == 1 }
-            ok = ok && SHA1_Final(out, &ctx) == 1
-            OPENSSL_cleanse(&ctx, MemoryLayout<SHA_CTX>.size)
-        case .sha256:
-            var ctx = SHA256_CTX()
-            ok = SHA256_Init(&ctx) == 1
-            for part in parts where part.count > 0 { ok = ok && SHA256_Update(&ctx, part.baseAddress, part.count) == 1 }
-            ok = ok && SHA256_Final(out, &ctx) == 1
-            OPENSSL_cleanse(&ctx, MemoryLayout<SHA256_CTX>.size)
-        case .sha512:
-            var ctx = SHA512_CTX()
-            ok = SHA512_Init(&ctx) == 1
-            for part in parts where part.count > 0 { ok = ok && SHA512_Update(&ctx, part.baseAddress, part.count) == 1 }
-            ok = ok && SHA512_Final(out, &ctx) == 1
-            OPENSSL_cleanse(&ctx, MemoryLayout<SHA512_CTX>.size)
+        let ok = switch self {
+        case .sha1: Self.run(SHA_CTX(), parts, out, SHA1_Init, SHA1_Update, SHA1_Final)
+        case .sha256: Self.run(SHA256_CTX(), parts, out, SHA256_Init, SHA256_Update, SHA256_Final)
+        case .sha512: Self.run(SHA512_CTX(), parts, out, SHA512_Init, SHA512_Update, SHA512_Final)
         }
         // These functions fail only on a NULL argument; a wrong digest would be worse than a stop.
         precondition(ok, "libcrypto \(self) failed")
+    }
+
+    /// One digest with one family's three functions; the context is wiped after.
+    private static func run<Context>(
+        _ initial: Context, _ parts: [UnsafeRawBufferPointer], _ out: UnsafeMutablePointer<UInt8>,
+        _ start: (UnsafeMutablePointer<Context>?) -> Int32,
+        _ update: (UnsafeMutablePointer<Context>?, UnsafeRawPointer?, Int) -> Int32,
+        _ finish: (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Context>?) -> Int32
+    ) -> Bool {
+        var context = initial
+        var ok = start(&context) == 1
+        for part in parts where part.count > 0 { ok = ok && update(&context, part.baseAddress, part.count) == 1 }
+        ok = ok && finish(out, &context) == 1
+        OPENSSL_cleanse(&context, MemoryLayout<Context>.size)
+        return ok
     }
 
     func hash(_ message: [UInt8]) -> [UInt8] {
