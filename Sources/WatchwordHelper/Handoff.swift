@@ -32,7 +32,10 @@ let isStaticHelper = false
 /// code to draw. Decided before anything is asked or written; a record that changes
 /// afterwards only loses the QR code (the URI and secret are still shown) or makes an SMS
 /// step fail closed.
-func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?) -> String? {
+///
+/// The file store it opens to read the record is left in `store` for the login to go on
+/// with (one walk from `/` to the state directory, not two).
+func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?, store: inout FileStore?) -> String? {
     guard let account = header.account else { return "the module did not look the account up" }
     if !header.exemptGroups.isEmpty { return "exempt_group needs the group database" }
     // A config that does not load denies the login here as it would there.
@@ -46,7 +49,9 @@ func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?) -
     let record: UserRecord?
     do {
         let user = try UserName(name)
-        record = try FileStore(path: header.stateDir, create: false).load(user)
+        let opened = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
+        store = opened
+        record = try opened.load(user)
         read = ReadRecord(user: user, record: record)  // the login starts from it (LoginFlow.alreadyRead)
     } catch {
         return nil  // denied here with the same reason

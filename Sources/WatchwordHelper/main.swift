@@ -104,7 +104,7 @@ enum AuditTarget {
 /// The login: the config, then an exemption, the file store or the fleet.
 func login(
     _ request: inout LoginRequest, config loaded: Result<Config, any Error>,
-    alreadyRead: ReadRecord?, conversation: inout SocketConversation
+    alreadyRead: ReadRecord?, opened: FileStore?, conversation: inout SocketConversation
 ) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
     do {
@@ -156,7 +156,7 @@ func login(
         }
         switch config.store.backend {
         case .files:
-            let store = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
+            let store = try opened ?? FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
             audit = .store(store)
             var flow = LoginFlow(config: config, store: store, smsGateway: gateway)
             flow.qrCode = qrCode
@@ -199,7 +199,8 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
 let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
 var alreadyRead: ReadRecord? = nil
-if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead) {
+var openedStore: FileStore? = nil
+if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead, store: &openedStore) {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
     conversation.channel.flush()
     let problem = handOff(header)
@@ -207,5 +208,6 @@ if isStaticHelper, let reason = handoffReason(header, config: try? config.get(),
     let result = conversation.end(.unavailable, .err, request.who, "denied: \(problem)")
     finish(result, request: request, audit: .path(header.stateDir), conversation: &conversation)
 }
-let (result, audit) = login(&request, config: config, alreadyRead: alreadyRead, conversation: &conversation)
+let (result, audit) = login(
+    &request, config: config, alreadyRead: alreadyRead, opened: openedStore, conversation: &conversation)
 finish(result, request: request, audit: audit, conversation: &conversation)
