@@ -415,7 +415,7 @@ public func readTrustedFile(_ path: String, limit: Int) throws(FileTrustError) -
     let name = parts.last!
     let directory: SecureDirectory
     do {
-        directory = try SecureDirectory.openAncestorChecked(directoryPath)
+        directory = try SecureDirectory.openAncestorChecked(directoryPath, components: Array(parts.dropLast()))
     } catch .system(let e) where e.errno == ENOENT {
         return nil
     }
@@ -424,8 +424,9 @@ public func readTrustedFile(_ path: String, limit: Int) throws(FileTrustError) -
 
 extension SecureDirectory {
     /// Opens a directory that needs only the ancestor rule (root-owned, not group/other
-    /// writable unless sticky) — the directory holding the config file.
-    static func openAncestorChecked(_ path: String) throws(FileTrustError) -> SecureDirectory {
-        try walk(path, components: path.split(separator: "/").map(String.init), create: false, privateLast: false)
+    /// writable unless sticky) — the directory holding the config file. `components` are
+    /// `path`'s, as `splitAbsolute` gave them (not split again).
+    static func openAncestorChecked(_ path: String, components: [String]) throws(FileTrustError) -> SecureDirectory {
+        try walk(path, components: components, create: false, privateLast: false)
     }
 }

@@ -34,6 +34,7 @@ public struct Doctor {
         let stacks = Service.allCases.map { service in (service, loadStack(service)) }
         checkInstall(stacks: stacks)
         let config = checkConfig()
+        if config?.store.backend == .postgres { checkFleetHelper(stacks: stacks) }
         var records = checkState(config)
         if let config, config.store.backend == .postgres {
             if let checkDatabase {
@@ -84,6 +85,27 @@ public struct Doctor {
 
     // MARK: install
 
+    /// A fleet host's logins all need libpq: a module line that runs the static helper has
+    /// each one handed over.
+    private mutating func checkFleetHelper(stacks: [(Service, Result<PAMStack, SetupError>)]) {
+        var runsStatic: [String] = []
+        for case (_, .success(let stack)) in stacks {
+            for entry in stack.entries {
+                guard let rule = entry.rule, Self.isModule(rule) else { continue }
+                if !rule.arguments.contains(where: { $0.hasPrefix("helper=") })
+                    || rule.arguments.contains("helper=" + InstalledLayout.helper)
+                {
+                    runsStatic.append(entry.line.location)
+                }
+            }
+        }
+        guard !runsStatic.isEmpty else { return }
+        add(.warn, "install.helper",
+            "\(runsStatic.joined(separator: ", ")): the module runs the static watchword-helper, which hands every login of "
+                + "a fleet host to \(InstalledLayout.dynamicHelper) (1-3 ms more a login); `watchword enable` "
+                + "names that one with helper= when the config says backend = \"postgres\"")
+    }
+
     private mutating func checkInstall(stacks: [(Service, Result<PAMStack, SetupError>)]) {
         if let st = root.status(InstalledLayout.cli, followLinks: true) {
             if st.uid != 0 || st.groupOrOtherWritable {
@@ -125,25 +147,6 @@ public struct Doctor {
                 add(.ok, "install.helper", "\(root.display(InstalledLayout.dynamicHelper)): root, "
                     + "\(root.status(InstalledLayout.dynamicHelper)!.octalMode)")
             }
-        }
-
-        // A fleet host's logins all need libpq: the static helper hands each one over.
-        var runsStatic: [String] = []
-        for case (_, .success(let stack)) in stacks {
-            for entry in stack.entries {
-                guard let rule = entry.rule, Self.isModule(rule) else { continue }
-                if !rule.arguments.contains(where: { $0.hasPrefix("helper=") })
-                    || rule.arguments.contains("helper=" + InstalledLayout.helper)
-                {
-                    runsStatic.append(entry.line.location)
-                }
-            }
-        }
-        if !runsStatic.isEmpty && installation.isFleet {
-            add(.warn, "install.helper",
-                "\(runsStatic.joined(separator: ", ")): the module runs the static watchword-helper, which hands every login of "
-                    + "a fleet host to \(InstalledLayout.dynamicHelper) (1-3 ms more a login); `watchword enable` "
-                    + "names that one with helper= when the config says backend = \"postgres\"")
         }
 
         var namedConfigs: [String] = []

@@ -164,8 +164,6 @@ public struct Installation {
         return keyLoginAccounts().filter { !enrolled.contains($0) && !exempt.contains($0) }
     }
 
-    /// The PAM options that point the module at this installation's state and config, when
-    /// they are not the defaults.
     /// Whether the config says `[store] backend = "postgres"` (false when it cannot be read:
     /// `enable` and `doctor` report that elsewhere).
     public var isFleet: Bool {
@@ -178,9 +176,12 @@ public struct Installation {
     /// BENCHMARKS.md); elsewhere the module's default, the static one.
     public var helperForLogins: String { isFleet ? InstalledLayout.dynamicHelper : InstalledLayout.helper }
 
+    /// The PAM options that point the module at this installation's helper, state and
+    /// config, when they are not the defaults.
     public var moduleOptions: [String] {
         var options: [String] = []
-        if helperForLogins != InstalledLayout.helper { options.append("helper=\(helperForLogins)") }
+        let helper = helperForLogins  // reads the config
+        if helper != InstalledLayout.helper { options.append("helper=\(helper)") }
         if stateDirectory != FileStore.defaultPath { options.append("state_dir=\(stateDirectory)") }
         if configPath != Config.defaultPath { options.append("config=\(configPath)") }
         return options
