@@ -51,7 +51,9 @@ struct Enable: ParsableCommand {
             and /etc/ssh/sshd_config.d/watchword.conf with UsePAM yes, \
             KbdInteractiveAuthentication yes and AuthenticationMethods keyboard-interactive \
             (or publickey,keyboard-interactive), so that a key alone no longer logs in. sshd is \
-            reloaded afterwards; open sessions stay.
+            reloaded afterwards; open sessions stay. When the config says backend = "postgres", \
+            the line also names helper=/usr/libexec/watchword/watchword-helper-dynamic (every \
+            login of a fleet host needs libpq); run it again after a host joins or leaves a fleet.
 
             Nothing is written until the new PAM stack is shown to run the module, 'sshd -t' \
             accepts the new config and 'sshd -T' shows its values in effect. Refuses while \
