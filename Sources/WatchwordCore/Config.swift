@@ -167,7 +167,7 @@ extension Config {
         // Whatever the provider: an argv that would put the code on the command line is
         // never right, and should not wait to be found until someone switches to it.
         if let problem = SMSSettings.commandArgvProblem(config.sms.commandArgv) {
-            let line = document.entries["sms.command.argv"].map { "line \($0.line): " } ?? ""
+            let line = document.entry("sms.command.argv").map { "line \($0.line): " } ?? ""
             throw ConfigError("\(path): \(line)\(problem)")
         }
         config.sms.twilio.accountSid = try reader.string("sms.twilio.account_sid")
@@ -192,9 +192,9 @@ extension Config {
         config.store.postgresOfflineRecovery = try reader.bool("store.postgres.offline_recovery", default: false)
 
         let issuer = try reader.string("enrollment.issuer")
-        if !issuer.isEmpty || document.entries["enrollment.issuer"] != nil {
+        if !issuer.isEmpty || document.entry("enrollment.issuer") != nil {
             guard Config.isValidIssuer(issuer) else {
-                let line = document.entries["enrollment.issuer"].map { "line \($0.line): " } ?? ""
+                let line = document.entry("enrollment.issuer").map { "line \($0.line): " } ?? ""
                 throw ConfigError("\(path): \(line)enrollment.issuer must be 1 to 128 characters without ':' or control characters")
             }
             config.enrollmentIssuer = issuer
@@ -264,7 +264,7 @@ private struct KeyReader {
 
     mutating func int(_ key: String, _ range: ClosedRange<Int>, default value: Int) throws(ConfigError) -> Int {
         known.append(key)
-        guard let entry = document.entries[key] else { return value }
+        guard let entry = document.entry(key) else { return value }
         guard case .integer(let n) = entry.value else { throw wrongType(key, entry, "an integer") }
         guard n >= Int64(range.lowerBound) && n <= Int64(range.upperBound) else {
             throw ConfigError(
@@ -275,14 +275,14 @@ private struct KeyReader {
 
     mutating func bool(_ key: String, default value: Bool) throws(ConfigError) -> Bool {
         known.append(key)
-        guard let entry = document.entries[key] else { return value }
+        guard let entry = document.entry(key) else { return value }
         guard case .boolean(let b) = entry.value else { throw wrongType(key, entry, "true or false") }
         return b
     }
 
     mutating func string(_ key: String) throws(ConfigError) -> String {
         known.append(key)
-        guard let entry = document.entries[key] else { return "" }
+        guard let entry = document.entry(key) else { return "" }
         guard case .string(let s) = entry.value else { throw wrongType(key, entry, "a string") }
         guard !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             throw ConfigError("\(path): line \(entry.line): \(key) holds a control character")
@@ -295,7 +295,7 @@ private struct KeyReader {
 
     mutating func strings(_ key: String) throws(ConfigError) -> [String] {
         known.append(key)
-        guard let entry = document.entries[key] else { return [] }
+        guard let entry = document.entry(key) else { return [] }
         guard case .array(let items) = entry.value else { throw wrongType(key, entry, "an array of strings") }
         var result: [String] = []
         for item in items {
@@ -311,7 +311,7 @@ private struct KeyReader {
     mutating func choice<T: RawRepresentable & CaseIterable>(_ key: String, default value: T) throws(ConfigError) -> T
     where T.RawValue == String {
         let text = try string(key)
-        guard let entry = document.entries[key] else { return value }
+        guard let entry = document.entry(key) else { return value }
         guard let choice = T(rawValue: text) else {
             let allowed = T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
             throw ConfigError("\(path): line \(entry.line): \(key) = \"\(text)\" is not one of \(allowed)")
@@ -322,7 +322,7 @@ private struct KeyReader {
     /// An `api_base`: `https://`, or `http://` only for loopback addresses (test stand-ins).
     mutating func url(_ key: String, default value: String) throws(ConfigError) -> String {
         let text = try string(key)
-        guard let entry = document.entries[key] else { return value }
+        guard let entry = document.entry(key) else { return value }
         guard let url = APIBase(text) else {
             throw ConfigError(
                 "\(path): line \(entry.line): \(key) = \"\(text)\" must be an https:// URL (http:// only for 127.0.0.0/8, [::1] or localhost)"
@@ -332,12 +332,12 @@ private struct KeyReader {
     }
 
     func rejectUnknown(tables knownTables: [String]) throws(ConfigError) {
-        for (key, entry) in document.entries.sorted(by: { $0.value.line < $1.value.line })
-        where !known.contains(key) {
-            throw ConfigError("\(path): line \(entry.line): unknown key '\(key)'")
+        // In the order of the file: the first unknown key or table is the one named.
+        for key in document.keys where !known.contains(key.path) {
+            throw ConfigError("\(path): line \(key.entry.line): unknown key '\(key.path)'")
         }
-        for (table, line) in document.tables.sorted(by: { $0.value < $1.value }) where !knownTables.contains(table) {
-            throw ConfigError("\(path): line \(line): unknown table [\(table)]")
+        for table in document.tables where !knownTables.contains(table.path) {
+            throw ConfigError("\(path): line \(table.line): unknown table [\(table.path)]")
         }
     }
 }

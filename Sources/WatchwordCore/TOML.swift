@@ -22,15 +22,42 @@ public struct TOMLError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { "line \(line): \(message)" }
 }
 
-/// A parsed document: every key by its full dotted path (`sms.twilio.from`), with its line.
+/// A parsed document: every key by its full dotted path (`sms.twilio.from`), with its line,
+/// and every table header, each in the order of the file.
+///
+/// Arrays searched front to back, not dictionaries: a config has a few dozen keys, and the
+/// first use of `Dictionary<String, _>` in a process costs the helper, which is a new
+/// process at every login, about 0.2 M instructions of run-time type lookup (a scan of
+/// every conformance record for `String: Hashable`; BENCHMARKS.md).
 public struct TOMLDocument: Sendable {
     public struct Entry: Sendable, Equatable {
         public let value: TOMLValue
         public let line: Int
     }
-    public var entries: [String: Entry] = [:]
-    /// Table headers seen, by full dotted path, with their line.
-    public var tables: [String: Int] = [:]
+    public struct Key: Sendable, Equatable {
+        public let path: String
+        public let entry: Entry
+    }
+    public struct Table: Sendable, Equatable {
+        public let path: String
+        public let line: Int
+    }
+    public private(set) var keys: [Key] = []
+    public private(set) var tables: [Table] = []
+
+    /// The entry at `path`, or nil.
+    public func entry(_ path: String) -> Entry? {
+        for key in keys where key.path == path { return key.entry }
+        return nil
+    }
+
+    /// Whether `path` names a key or a table already.
+    func defines(_ path: String) -> Bool {
+        entry(path) != nil || tables.contains { $0.path == path }
+    }
+
+    mutating func add(_ path: String, _ entry: Entry) { keys.append(Key(path: path, entry: entry)) }
+    mutating func add(table path: String, line: Int) { tables.append(Table(path: path, line: line)) }
 }
 
 /// A strict parser for the part of TOML 1.0 that a config file needs: comments, `[table]`
@@ -100,10 +127,8 @@ public struct TOMLParser {
                 guard current == UInt8(ascii: "]") else { throw fail("expected ']' to close the table header") }
                 index += 1
                 let path = Self.dotted(table)
-                if document.tables[path] != nil || document.entries[path] != nil {
-                    throw fail("table [\(path)] is defined twice")
-                }
-                document.tables[path] = line
+                if document.defines(path) { throw fail("table [\(path)] is defined twice") }
+                document.add(table: path, line: line)
                 try endOfLine()
             default:
                 let keyLine = line
@@ -118,10 +143,10 @@ public struct TOMLParser {
                 } catch {
                     throw TOMLError(line: error.line, message: "\(path): \(error.message)")
                 }
-                if document.entries[path] != nil || document.tables[path] != nil {
+                if document.defines(path) {
                     throw TOMLError(line: keyLine, message: "key '\(path)' is defined twice")
                 }
-                document.entries[path] = .init(value: value, line: keyLine)
+                document.add(path, .init(value: value, line: keyLine))
                 try endOfLine()
             }
         }

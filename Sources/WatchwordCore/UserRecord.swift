@@ -177,7 +177,7 @@ extension UserRecord {
             throw StateFormatError(line: lines.count, message: "file is truncated (no 'end' line)")
         }
 
-        var fields: [String: (String, Int)] = [:]
+        var reader = FieldReader()
         var recovery: [String] = []
         for (offset, line) in lines.enumerated().dropFirst().dropLast() {
             let number = offset + 1
@@ -196,14 +196,12 @@ extension UserRecord {
                 recovery.append(value)
                 continue
             }
-            guard fields[key] == nil else { throw StateFormatError(line: number, message: "'\(key)' appears twice") }
-            fields[key] = (value, number)
+            try reader.add(key, value, line: number)
         }
         guard recovery.count <= maxRecoveryCodes else {
             throw StateFormatError(line: 0, message: "more than \(maxRecoveryCodes) recovery codes")
         }
 
-        var reader = FieldReader(fields: fields)
         let userText = try reader.take("user")
         guard userText == expectedUser.value else {
             throw StateFormatError(line: reader.line("user"), message: "file names user '\(userText)', not '\(expectedUser)'")
@@ -218,8 +216,8 @@ extension UserRecord {
             record.pending = PendingEnrollment(otp: otp, expires: try reader.int("pending.expires", 0...Int64.max))
         }
         try readSMS(&reader, into: &record)
-        if let (key, (_, line)) = reader.remaining.first {
-            throw StateFormatError(line: line, message: "unknown key '\(key)'")
+        if let field = reader.firstUnread {
+            throw StateFormatError(line: field.line, message: "unknown key '\(field.key)'")
         }
         return record
     }
@@ -319,21 +317,45 @@ extension UserRecord {
     }
 }
 
+/// A record's `key value` lines other than `recovery`, in the order of the file. An array
+/// searched front to back, not a dictionary: a record has about 30 keys, and the first use
+/// of `Dictionary<String, _>` in a process costs the helper, a new process at every login,
+/// about 0.1 M instructions of run-time type lookup (BENCHMARKS.md).
 private struct FieldReader {
-    var remaining: [String: (String, Int)]
-    private let all: [String: (String, Int)]
+    struct Field {
+        let key: String
+        let value: String
+        let line: Int
+        var read = false
+    }
+    /// More than every key a record can have, few enough that looking for a key twice
+    /// on each line stays cheap in a corrupt file.
+    static let maxFields = 64
+    private var fields: [Field] = []
 
-    init(fields: [String: (String, Int)]) {
-        remaining = fields
-        all = fields
+    mutating func add(_ key: String, _ value: String, line: Int) throws(StateFormatError) {
+        guard !fields.contains(where: { $0.key == key }) else {
+            throw StateFormatError(line: line, message: "'\(key)' appears twice")
+        }
+        guard fields.count < Self.maxFields else {
+            throw StateFormatError(line: line, message: "more than \(Self.maxFields) keys")
+        }
+        fields.append(Field(key: key, value: value, line: line))
     }
 
-    func line(_ key: String) -> Int { all[key]?.1 ?? 0 }
+    /// The first key no reader asked for: one the format does not have.
+    var firstUnread: Field? { fields.first { !$0.read } }
 
-    func has(_ key: String) -> Bool { remaining[key] != nil }
+    func line(_ key: String) -> Int { fields.first { $0.key == key }?.line ?? 0 }
+
+    func has(_ key: String) -> Bool { fields.contains { $0.key == key && !$0.read } }
 
     mutating func takeOptional(_ key: String) -> String? {
-        remaining.removeValue(forKey: key)?.0
+        for index in fields.indices where fields[index].key == key && !fields[index].read {
+            fields[index].read = true
+            return fields[index].value
+        }
+        return nil
     }
 
     mutating func take(_ key: String) throws(StateFormatError) -> String {

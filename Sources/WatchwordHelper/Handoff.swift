@@ -27,20 +27,36 @@ let isStaticHelper = true
 let isStaticHelper = false
 #endif
 
-/// Why the static helper must hand this login over, or nil when it can do it itself: the
-/// file store, a token or recovery codes, no SMS for this user, no group to look up, no QR
-/// code to draw. Decided before anything is asked or written; a record that changes
-/// afterwards only loses the QR code (the URI and secret are still shown) or makes an SMS
-/// step fail closed.
-///
-/// The file store it opens to read the record is left in `store` for the login to go on
-/// with (one walk from `/` to the state directory, not two).
-func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?, store: inout FileStore?) -> String? {
-    guard let account = header.account else { return "the module did not look the account up" }
-    if !header.exemptGroups.isEmpty { return "exempt_group needs the group database" }
+/// What the static helper finds before it asks anything: whether it must hand the login
+/// over, and the record it read and the file store it opened to read it, which the login
+/// goes on with (one walk from `/` to the state directory, not two).
+struct HandoffCheck {
+    /// Why the login goes to the dynamic helper; nil when this one can do it itself.
+    var reason: String?
+    var read: ReadRecord?
+    var store: FileStore?
+}
+
+/// Decides before anything is asked or written: the static helper keeps the file store, a
+/// token or recovery codes, no SMS for this user, no group to look up, no QR code to draw.
+/// A record that changes afterwards only loses the QR code (the URI and secret are still
+/// shown) or makes an SMS step fail closed.
+func handoffCheck(_ header: Header, config: Config?) -> HandoffCheck {
+    var check = HandoffCheck()
+    guard let account = header.account else {
+        check.reason = "the module did not look the account up"
+        return check
+    }
+    if !header.exemptGroups.isEmpty {
+        check.reason = "exempt_group needs the group database"
+        return check
+    }
     // A config that does not load denies the login here as it would there.
-    guard let config else { return nil }
-    if config.store.backend == .postgres { return "the store is PostgreSQL" }
+    guard let config else { return check }
+    if config.store.backend == .postgres {
+        check.reason = "the store is PostgreSQL"
+        return check
+    }
     let name: String
     switch account {
     case .exists(let canonical): name = canonical
@@ -50,18 +66,20 @@ func handoffReason(_ header: Header, config: Config?, read: inout ReadRecord?, s
     do {
         let user = try UserName(name)
         let opened = try FileStore(path: header.stateDir, create: false, createSubdirectories: header.enrollAtLogin)
-        store = opened
+        check.store = opened
         record = try opened.load(user)
-        read = ReadRecord(user: user, record: record)  // the login starts from it (LoginFlow.alreadyRead)
+        check.read = ReadRecord(user: user, record: record)  // the login starts from it (LoginFlow.alreadyRead)
     } catch {
-        return nil  // denied here with the same reason
+        return check  // denied here with the same reason
     }
-    if record?.pending != nil { return "an enrollment waits for its first code (QR code)" }
-    if header.enrollAtLogin && account != .missing && !(record?.isEnrolled ?? false) {
-        return "enrollment at login (QR code)"
+    if record?.pending != nil {
+        check.reason = "an enrollment waits for its first code (QR code)"
+    } else if header.enrollAtLogin && account != .missing && !(record?.isEnrolled ?? false) {
+        check.reason = "enrollment at login (QR code)"
+    } else if record?.phone != nil && config.sms.provider != .none {
+        check.reason = "SMS"
     }
-    if record?.phone != nil && config.sms.provider != .none { return "SMS" }
-    return nil
+    return check
 }
 
 /// Executes the dynamic helper with the header on fd 3. Returns only when that fails,

@@ -198,9 +198,8 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
 let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
-var alreadyRead: ReadRecord? = nil
-var openedStore: FileStore? = nil
-if isStaticHelper, let reason = handoffReason(header, config: try? config.get(), read: &alreadyRead, store: &openedStore) {
+let check = isStaticHelper ? handoffCheck(header, config: try? config.get()) : HandoffCheck()
+if let reason = check.reason {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
     conversation.channel.flush()
     let problem = handOff(header)
@@ -209,5 +208,5 @@ if isStaticHelper, let reason = handoffReason(header, config: try? config.get(),
     finish(result, request: request, audit: .path(header.stateDir), conversation: &conversation)
 }
 let (result, audit) = login(
-    &request, config: config, alreadyRead: alreadyRead, opened: openedStore, conversation: &conversation)
+    &request, config: config, alreadyRead: check.read, opened: check.store, conversation: &conversation)
 finish(result, request: request, audit: audit, conversation: &conversation)

@@ -503,25 +503,25 @@ struct TOMLParserTests {
             list = [1, "two", false, []]
             """
         let doc = try TOMLParser.parse(Array(text.utf8))
-        #expect(doc.entries["top"]?.value == .string("t"))
-        #expect(doc.entries["top"]?.line == 1)
-        #expect(doc.entries["a.n"]?.value == .integer(-42))
-        #expect(doc.entries["a.n"]?.line == 3)
-        #expect(doc.entries["a.b"]?.value == .boolean(true))
-        #expect(doc.entries["a.b"]?.line == 4)
-        #expect(doc.entries["a.q k"]?.value == .string("lit"))
-        #expect(doc.entries["a.q k"]?.line == 5)
-        #expect(doc.entries["a.b.c.list"]?.value == .array([.integer(1), .string("two"), .boolean(false), .array([])]))
-        #expect(doc.entries["a.b.c.list"]?.line == 8)
-        #expect(doc.tables == ["a": 2, "a.b.c": 7])
-        #expect(doc.entries.count == 5)
+        #expect(doc.entry("top")?.value == .string("t"))
+        #expect(doc.entry("top")?.line == 1)
+        #expect(doc.entry("a.n")?.value == .integer(-42))
+        #expect(doc.entry("a.n")?.line == 3)
+        #expect(doc.entry("a.b")?.value == .boolean(true))
+        #expect(doc.entry("a.b")?.line == 4)
+        #expect(doc.entry("a.q k")?.value == .string("lit"))
+        #expect(doc.entry("a.q k")?.line == 5)
+        #expect(doc.entry("a.b.c.list")?.value == .array([.integer(1), .string("two"), .boolean(false), .array([])]))
+        #expect(doc.entry("a.b.c.list")?.line == 8)
+        #expect(doc.tables.map(\.path) == ["a", "a.b.c"] && doc.tables.map(\.line) == [2, 7])
+        #expect(doc.keys.map(\.path) == ["top", "a.n", "a.b", "a.q k", "a.b.c.list"])
     }
 
     @Test("integer limits are exactly those of Int64")
     func integerLimits() throws {
         let doc = try TOMLParser.parse(Array("max = 9223372036854775807\nmin = -9223372036854775807\n".utf8))
-        #expect(doc.entries["max"]?.value == .integer(Int64.max))
-        #expect(doc.entries["min"]?.value == .integer(-Int64.max))
+        #expect(doc.entry("max")?.value == .integer(Int64.max))
+        #expect(doc.entry("min")?.value == .integer(-Int64.max))
         #expect(throws: TOMLError.self) { try TOMLParser.parse(Array("x = 9223372036854775808\n".utf8)) }
     }
 

@@ -197,6 +197,26 @@ struct UserRecordParseRefusalTests {
         #expect(error?.message.contains("otp.window") == true)
     }
 
+    @Test("of several unknown keys, the first in the file is named")
+    func firstUnknownKey() {
+        var lines = validLines
+        lines.insert("zz.later 1", at: 5)
+        lines.insert("aa.earlier 1", at: 3)
+        let error = parseError(file(lines))
+        #expect(error?.line == 4)
+        #expect(error?.message.contains("aa.earlier") == true)
+    }
+
+    @Test("a file with more keys than a record has is refused at the first one too many")
+    func tooManyKeys() {
+        var lines = validLines
+        let filler = (0..<70).map { "x\($0) 1" }
+        lines.insert(contentsOf: filler, at: 3)
+        let error = parseError(file(lines))
+        #expect(error?.message.contains("more than 64 keys") == true, "\(String(describing: error))")
+        #expect(error.map { $0.line > 4 && $0.line <= 3 + 70 } == true)  // on a filler line
+    }
+
     @Test("a key that appears twice is refused", arguments: ["user alice", "failures 0", "otp.secret \(Fixture.secretBase32)", "otp totp", "end"])
     func duplicateKey(_ line: String) {
         var lines = validLines
