@@ -101,9 +101,33 @@ enum AuditTarget {
     }
 }
 
+/// The config, or why it did not load (which denies the login, after the hand-over check).
+/// Not `Result<Config, any Error>`: that generic type's first use costs every login 0.1 M
+/// instructions of run-time checks of its requirements (BENCHMARKS.md).
+enum LoadedConfig {
+    case loaded(Config)
+    case failed(any Error)
+
+    init(path: String, required: Bool) {
+        do { self = .loaded(try Config.load(path: path, required: required)) } catch { self = .failed(error) }
+    }
+
+    var value: Config? {
+        if case .loaded(let config) = self { return config }
+        return nil
+    }
+
+    func get() throws -> Config {
+        switch self {
+        case .loaded(let config): return config
+        case .failed(let error): throw error
+        }
+    }
+}
+
 /// The login: the config, then an exemption, the file store or the fleet.
 func login(
-    _ request: inout LoginRequest, config loaded: Result<Config, any Error>,
+    _ request: inout LoginRequest, config loaded: LoadedConfig,
     alreadyRead: ReadRecord?, opened: FileStore?, conversation: inout SocketConversation
 ) -> (LoginResult, AuditTarget) {
     var audit = AuditTarget.path(header.stateDir)
@@ -197,8 +221,8 @@ func finish(_ result: LoginResult, request: LoginRequest, audit: AuditTarget, co
 }
 
 var request = LoginRequest(user: shownUser, rhost: shownRhost, enrollAtLogin: header.enrollAtLogin)
-let config = Result { () throws -> Config in try Config.load(path: header.config, required: header.configRequired) }
-let check = isStaticHelper ? handoffCheck(header, config: try? config.get()) : HandoffCheck()
+let config = LoadedConfig(path: header.config, required: header.configRequired)
+let check = isStaticHelper ? handoffCheck(header, config: config.value) : HandoffCheck()
 if let reason = check.reason {
     conversation.log(.debug, "\(request.who): handed to \(dynamicHelperName): \(reason)")
     conversation.channel.flush()
