@@ -18,6 +18,10 @@ is a copy of the machine's with the bench users added; the machine is not change
 --pin CPU runs everything (pamtester, the modules, the helper) on one CPU: on a small VM a
 wake-up on another, idle CPU can cost milliseconds, and the two runs side by side show it.
 
+Each rotation also times one atomic write as the helper does it (write, fsync, rename,
+fsync the directory), reported with the correct-code table: watchword is the only
+contender that fsyncs, so on a busy disk this figure says how much of its time the disk took.
+
 --baseline adds another build's helper and module (say, main's) to the correct-code table as
 "watchword-baseline", so two versions are compared in alternation in one run.
 
@@ -238,13 +242,39 @@ def bench_correct(s: Setup, n: int, extra: tuple[str, ...] = ()) -> dict:
     # and the last run's clean-up left dirty first, or the journal commits it forces are
     # charged to the logins that fsync.
     os.sync()
+    disk = []
     for i in range(n):
         code = stable_code()
         for c in contenders:
             ms, rc = s.login(c, f"u{i}", code)
             assert rc == 0, (c, i)
             times[c].append(ms)
-    return {c: summary(v) for c, v in times.items()}
+        disk.append(atomic_write_ms(s.base))
+    table = {c: summary(v) for c, v in times.items()}
+    # Not a contender: what the disk charged this run for the two fsyncs of one state write.
+    table["disk: write, fsync, rename, fsync the directory"] = summary(disk)
+    return table
+
+
+def atomic_write_ms(directory: Path) -> float:
+    """One write of a state file as the helper does it (1 KiB to a temporary file, fsync,
+    rename over the old file, fsync the directory), timed: the part of a watchword login
+    that the disk decides, measured in the same rotation as the logins."""
+    temp, final = directory / ".probe.tmp", directory / "probe"
+    t = time.perf_counter()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"x" * 1024)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, final)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return (time.perf_counter() - t) * 1000
 
 
 def bench_wrong(s: Setup, n: int) -> dict:
@@ -438,6 +468,7 @@ def finish(results: dict, args) -> None:
         "google_authenticator_home_minus_floor_ms": round(
             cc["google-authenticator-home"]["median_ms"] - cc["permit"]["median_ms"], 3),
         "watchword_p99_over_median": round(cc["watchword"]["p99_ms"] / cc["watchword"]["median_ms"], 3),
+        "disk_atomic_write_ms": cc["disk: write, fsync, rename, fsync the directory"]["median_ms"],
     }
     if "watchword-baseline" in cc:
         results["ratios"]["baseline_over_google_authenticator"] = round(
