@@ -117,21 +117,23 @@ struct ModuleChannel {
 
     mutating func readHeader() throws -> Header {
         var header = Header()
-        func nextLine() throws -> String {
+        func nextLine() throws -> [UInt8] {
             let line = try readLine()
             header.bytes += line + [0x0A]
-            return String(decoding: line, as: UTF8.self)
+            return line
         }
-        guard try nextLine() == "WATCHWORD 1" else {
+        guard try nextLine().elementsEqual("WATCHWORD 1".utf8) else {
             throw ProtocolError("expected 'WATCHWORD 1'")
         }
         var seen: [String] = [] // at most 48; an array, as a Set's first use costs 130 k instructions
         var lines = 0
         while true {
             let line = try nextLine()
-            if line == "end" { break }
-            let key = String(line.prefix { $0 != " " })
-            let value = line.count > key.count ? String(line.dropFirst(key.count + 1)) : ""
+            if line.elementsEqual("end".utf8) { break }
+            // Split as bytes (by Character, a grapheme test per byte).
+            let space = line.firstIndex(of: 0x20) ?? line.endIndex
+            let key = String(decoding: line[..<space], as: UTF8.self)
+            let value = space < line.endIndex ? String(decoding: line[(space + 1)...], as: UTF8.self) : ""
             lines += 1
             guard lines <= 48 else { throw ProtocolError("too many header lines") }
             switch key {
