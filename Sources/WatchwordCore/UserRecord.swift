@@ -169,18 +169,29 @@ extension UserRecord {
         guard bytes.last == UInt8(ascii: "\n") else {
             throw StateFormatError(line: 0, message: "file is truncated (no final newline)")
         }
-        let lines = bytes.dropLast().split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-        guard let first = lines.first, first.elementsEqual(formatHeader.utf8) else {
+        // Lines found in place, not split into an array of slices (a third of the parse).
+        let newline = UInt8(ascii: "\n")
+        let finalNewline = bytes.count - 1
+        let firstBreak = bytes.firstIndex(of: newline)!  // the final one at the latest
+        guard bytes[..<firstBreak].elementsEqual(formatHeader.utf8) else {
             throw StateFormatError(line: 1, message: "not a watchword user file of version 1")
         }
-        guard let last = lines.last, last.elementsEqual("end".utf8) else {
-            throw StateFormatError(line: lines.count, message: "file is truncated (no 'end' line)")
+        let lastStart = (bytes[..<finalNewline].lastIndex(of: newline) ?? -1) + 1
+        guard bytes[lastStart..<finalNewline].elementsEqual("end".utf8) else {
+            let lines = bytes.reduce(0) { $0 + ($1 == newline ? 1 : 0) }
+            throw StateFormatError(line: lines, message: "file is truncated (no 'end' line)")
         }
 
         var reader = FieldReader()
         var recovery: [String] = []
-        for (offset, line) in lines.enumerated().dropFirst().dropLast() {
-            let number = offset + 1
+        // The lines between the first and the last; line numbers count from 1.
+        var start = firstBreak + 1
+        var number = 1
+        while start < lastStart {
+            let stop = bytes[start..<lastStart].firstIndex(of: newline)!  // bytes[lastStart - 1] is one
+            let line = bytes[start..<stop]
+            start = stop + 1
+            number += 1
             guard !line.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
                 throw StateFormatError(line: number, message: "control character")
             }
