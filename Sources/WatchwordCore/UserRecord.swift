@@ -201,10 +201,9 @@ extension UserRecord {
             let key = String(decoding: line[..<space], as: UTF8.self)
             let value = String(decoding: line[(space + 1)...], as: UTF8.self)
             if key == "recovery" {
-                // 64 lowercase hex digits, checked as bytes (decoding and lower-casing ten
-                // of them cost a login 30 k instructions).
-                guard value.utf8.count == 64, value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
-                else {
+                // Checked as bytes (decoding and lower-casing ten of them cost a login 30 k
+                // instructions).
+                guard Hex.isLowercase(value, count: 64) else {
                     throw StateFormatError(line: number, message: "recovery hash is not 64 lowercase hex digits")
                 }
                 recovery.append(value)

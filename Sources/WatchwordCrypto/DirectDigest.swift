@@ -56,7 +56,7 @@ enum DirectDigest {
         var ok = start(&context) == 1
         for part in parts where part.count > 0 { ok = ok && update(&context, part.baseAddress, part.count) == 1 }
         ok = ok && finish(out, &context) == 1
-        OPENSSL_cleanse(&context, MemoryLayout<Context>.size)
+        withUnsafeMutableBytes(of: &context) { OPENSSL_cleanse($0.baseAddress, $0.count) }
         return ok
     }
 

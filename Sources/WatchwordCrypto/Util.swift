@@ -44,6 +44,12 @@ public enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Whether `text` is exactly `count` lowercase hexadecimal digits (as `encode` writes
+    /// them), checked as bytes.
+    public static func isLowercase(_ text: String, count: Int) -> Bool {
+        text.utf8.count == count && text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
     /// Decodes hexadecimal in either case; returns `nil` for an odd length or any other character.
     public static func decode(_ s: String) -> [UInt8]? {
         let chars = Array(s.utf8)

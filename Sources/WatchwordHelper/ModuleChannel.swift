@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import WatchwordCore
+import WatchwordCrypto
 
 /// What the module says about the login before anything else.
 struct Header {
@@ -152,8 +153,7 @@ struct ModuleChannel {
             seen.append(key)
             switch key {
             case "nonce":
-                guard value.utf8.count == 32, value.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) })
-                else { throw ProtocolError("bad nonce") }
+                guard Hex.isLowercase(value, count: 32) else { throw ProtocolError("bad nonce") }
                 header.nonce = value
             case "user": header.user = value
             case "service": header.service = value

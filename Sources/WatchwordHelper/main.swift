@@ -162,10 +162,11 @@ func login(
             return member
         }
         if let exemptReason {
-            // Not asked, whatever the state says; the store is opened for the audit line only.
+            // Not asked, whatever the state says; the store (the one the hand-over check
+            // opened, if it did) serves the audit line only.
             switch config.store.backend {
             case .files:
-                if let store = try? FileStore(path: header.stateDir, create: false) { audit = .store(store) }
+                if let store = opened ?? (try? FileStore(path: header.stateDir, create: false)) { audit = .store(store) }
             case .postgres:
                 let db = PostgresStore(settings: DatabaseSettings(
                     config.store, timeoutSeconds: header.timeout, applicationName: "watchword-helper"))

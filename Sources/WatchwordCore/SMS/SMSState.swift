@@ -53,7 +53,7 @@ public struct PendingSMSCode: Sendable, Equatable {
 
     /// Whether `text` is an identity as `newID` makes them (and the state file holds them).
     public static func isValidID(_ text: String) -> Bool {
-        text.utf8.count == 32 && text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+        Hex.isLowercase(text, count: 32)
     }
 
     /// Whether the code can still be accepted at `now`.
