@@ -22,6 +22,13 @@ Each rotation also times one atomic write as the helper does it (write, fsync, r
 fsync the directory), reported with the correct-code table: watchword is the only
 contender that fsyncs, so on a busy disk this figure says how much of its time the disk took.
 
+The correct-code table also has "design-floor": Benchmarks/floor_helper.c (built here
+with cc), run by the same module. It does only what every watchword login must (the
+helper protocol, and the state write under the user's lock) and checks nothing: the
+architecture's own cost, so that watchword's time over it is what its helper adds.
+
+Users are set up as `watchword enroll` leaves them (the record and the empty lock file).
+
 --baseline adds another build's helper and module (say, main's) to the correct-code table as
 "watchword-baseline", so two versions are compared in alternation in one run.
 
@@ -181,15 +188,19 @@ class Setup:
         os.chmod(self.oath, 0o600)
 
     def populate_watchword(self, state: Path, n: int, prefix: str = "u") -> None:
-        """Enrolls one user with the CLI, then copies its record for the rest (same secret)."""
+        """Enrolls one user with the CLI, then copies what that left for the rest (same
+        secret): the record, and the empty lock file `enroll` made in locks/ (without it
+        every bench login would be a user's first and create one)."""
         subprocess.run([self.cli, "enroll", "--allow-unknown-user", f"{prefix}0", "--totp", "--secret", SECRET_B32, "--json",
                         "--state-dir", state, "--config", self.config], check=True, capture_output=True)
         template = (state / "users" / f"{prefix}0").read_text()
-        users = state / "users"
+        users, locks = state / "users", state / "locks"
+        assert (locks / f"{prefix}0").stat().st_size == 0, "enroll no longer leaves a lock file: update the bench"
         for i in range(1, n):
             p = users / f"{prefix}{i}"
             p.write_text(template.replace(f"\nuser {prefix}0\n", f"\nuser {prefix}{i}\n"))
             os.chmod(p, 0o600)
+            (locks / f"{prefix}{i}").touch(mode=0o600)
 
     def login(self, service: str, user: str, code: str) -> tuple[float, int]:
         return pamtester_login(self.services, service, user, code)
@@ -233,6 +244,20 @@ def add_baseline(s: Setup, build: Path, module: Path) -> str:
     s.populate_watchword(state, s.users)
     s.service("watchword-baseline", f"auth required {module} helper={helper} state_dir={state} config={s.config}")
     return "watchword-baseline"
+
+
+def add_design_floor(s: Setup) -> str:
+    """The architecture's own floor as one more contender: Benchmarks/floor_helper.c, run by
+    the same pam_watchword.so, does only what every watchword login must (the protocol, and
+    the state write under the user's lock: temporary file, fsync, rename, fsync the
+    directory) and checks nothing. Correct-code table only: it accepts any code."""
+    helper = s.helper.parent / "floor-helper"
+    subprocess.run(["cc", "-O2", "-static", "-o", str(helper), str(REPO / "Benchmarks" / "floor_helper.c")], check=True)
+    os.chmod(helper, 0o755)
+    state = s.base / "state-floor"
+    s.populate_watchword(state, s.users)
+    s.service("design-floor", f"auth required {MODULE} helper={helper} state_dir={state} config={s.config}")
+    return "design-floor"
 
 
 def bench_correct(s: Setup, n: int, extra: tuple[str, ...] = ()) -> dict:
@@ -427,7 +452,7 @@ def main() -> None:
     make_accounts(users)
     with tempfile.TemporaryDirectory(prefix="ww-bench-", dir=bench_root()) as tmp:
         s = Setup(Path(tmp), users, build)
-        extra: list[str] = []
+        extra: list[str] = [add_design_floor(s)]
         if args.baseline:
             base_build, base_module = args.baseline.split(":", 1)
             extra.append(add_baseline(s, Path(base_build), Path(base_module)))
@@ -469,6 +494,8 @@ def finish(results: dict, args) -> None:
             cc["google-authenticator-home"]["median_ms"] - cc["permit"]["median_ms"], 3),
         "watchword_p99_over_median": round(cc["watchword"]["p99_ms"] / cc["watchword"]["median_ms"], 3),
         "disk_atomic_write_ms": cc["disk: write, fsync, rename, fsync the directory"]["median_ms"],
+        "design_floor_minus_floor_ms": round(cc["design-floor"]["median_ms"] - cc["permit"]["median_ms"], 3),
+        "watchword_minus_design_floor_ms": round(cc["watchword"]["median_ms"] - cc["design-floor"]["median_ms"], 3),
     }
     if "watchword-baseline" in cc:
         results["ratios"]["baseline_over_google_authenticator"] = round(
