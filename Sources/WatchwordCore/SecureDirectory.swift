@@ -177,11 +177,17 @@ public final class SecureDirectory: @unchecked Sendable {
     public func writeAtomically(_ name: String, _ bytes: [UInt8], durable: Bool = true) throws(FileTrustError) {
         let temp = "." + name + ".tmp"
         let full = join(temp)
-        if unlinkat(fd, temp, 0) != 0 && errno != ENOENT {
-            throw .system(SystemError("unlink", full, errno: errno))
+        func createTemp() -> Int32 {
+            retryingOnInterrupt { openat(fd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         }
-        let file = retryingOnInterrupt {
-            openat(fd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // Made new, never opened as found: one left by a writer that died (or anything
+        // planted under its name, a symlink included) is removed and the file made again.
+        var file = createTemp()
+        if file < 0 && errno == EEXIST {
+            if unlinkat(fd, temp, 0) != 0 && errno != ENOENT {
+                throw .system(SystemError("unlink", full, errno: errno))
+            }
+            file = createTemp()
         }
         guard file >= 0 else { throw .system(SystemError("open", full, errno: errno)) }
         testCrashPoint(.created, name)
@@ -391,16 +397,19 @@ public final class SecureDirectory: @unchecked Sendable {
 /// Reads at most `limit` bytes from `file`; one byte more is an error (the file grew).
 func readAll(_ file: Int32, path: String, limit: Int) throws(FileTrustError) -> [UInt8] {
     var result: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 8192)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { raw in
-            retryingOnInterrupt { Glibc.read(file, raw.baseAddress, raw.count) }
+    // The chunk is uninitialised stack memory: a zeroed 8 KiB heap buffer for each of the
+    // four files a login reads cost more instructions than reading them.
+    let failure: Int32 = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8192) { chunk in
+        while true {
+            let n = retryingOnInterrupt { Glibc.read(file, chunk.baseAddress, chunk.count) }
+            if n < 0 { return errno }
+            if n == 0 { return 0 }
+            result.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[..<n]))
+            if result.count > limit { return -1 }
         }
-        if n < 0 { throw .system(SystemError("read", path, errno: errno)) }
-        if n == 0 { break }
-        result.append(contentsOf: buffer[0..<n])
-        if result.count > limit { throw .tooLarge(path, size: Int64(result.count), limit: limit) }
     }
+    if failure > 0 { throw .system(SystemError("read", path, errno: failure)) }
+    if failure < 0 { throw .tooLarge(path, size: Int64(result.count), limit: limit) }
     return result
 }
 

@@ -65,11 +65,13 @@ struct ModuleChannel {
 
     /// Reads more bytes into the buffer; false at end of stream or on error.
     private mutating func fill() -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        let n = chunk.withUnsafeMutableBytes { raw in retryingOnInterrupt { recv(fd, raw.baseAddress, raw.count, 0) } }
-        guard n > 0 else { return false }
-        buffer.append(contentsOf: chunk[0..<n])
-        return true
+        let fd = fd
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { chunk in
+            let n = retryingOnInterrupt { recv(fd, chunk.baseAddress, chunk.count, 0) }
+            guard n > 0 else { return false }
+            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[..<n]))
+            return true
+        }
     }
 
     mutating func readLine() throws -> [UInt8] {
