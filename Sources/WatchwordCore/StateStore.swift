@@ -112,6 +112,9 @@ public final class FileStore: StateStore, @unchecked Sendable {
     public let root: SecureDirectory
     private let create: Bool
     private let createSubdirectories: Bool
+    /// A login reads its user's record before the prompt and again under the lock; when
+    /// the file holds the same bytes the second read reuses the first one's parse.
+    private let lastParsed = LastParsed()
 
     /// Opens the state directory; with `create` (the CLI) it and its subdirectories are made
     /// when missing, never fixed when they exist with the wrong owner or mode. With
@@ -158,7 +161,10 @@ public final class FileStore: StateStore, @unchecked Sendable {
 
     private func read(_ user: UserName, in users: SecureDirectory) throws(StoreError) -> UserRecord? {
         try users.readParsed(user.value, limit: UserRecord.maxFileSize) { (bytes) throws(StateFormatError) in
-            try UserRecord.parse(bytes, expectedUser: user)
+            if let record = lastParsed.record(of: user, from: bytes) { return record }
+            let record = try UserRecord.parse(bytes, expectedUser: user)
+            lastParsed.remember(record, of: user, from: bytes)
+            return record
         }
     }
 
@@ -245,5 +251,39 @@ public final class FileStore: StateStore, @unchecked Sendable {
 
     public func recoveryKey(create: Bool) throws(StoreError) -> SymmetricKey? {
         try root.keyFile(Self.keyFile, create: create, lockName: ".recovery-key", makeLocks: self.create)
+    }
+}
+
+/// The last record a `FileStore` parsed, with the bytes it was parsed from. Parsing is a
+/// function of the bytes and the expected user alone, so the same bytes for the same user
+/// give the same record. Locked: a store may be shared between threads.
+private final class LastParsed: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var user: UserName?
+    private var bytes: [UInt8] = []
+    private var parsed: UserRecord?
+
+    init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func record(of user: UserName, from bytes: [UInt8]) -> UserRecord? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return self.user == user && self.bytes == bytes ? parsed : nil
+    }
+
+    func remember(_ record: UserRecord, of user: UserName, from bytes: [UInt8]) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        self.user = user
+        self.bytes = bytes
+        parsed = record
     }
 }

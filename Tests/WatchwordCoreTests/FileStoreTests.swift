@@ -147,6 +147,22 @@ struct FileStoreTests {
         #expect(try store.load(Fixture.alice)?.failures == 0)
     }
 
+    @Test("update reads the record again under the lock: a change made after load is seen, a corrupt file refused")
+    func updateSeesChangesAfterLoad() throws {
+        let f = try StoreFixture()
+        let store = try f.enroll()
+        #expect(try store.load(Fixture.alice)?.failures == 0)
+        // Another writer (its own store, as another process would be) changes the record.
+        try f.store(create: false).update(Fixture.alice) { $0?.failures = 3 }
+        #expect(try store.update(Fixture.alice) { $0?.failures } == 3)
+        #expect(try store.load(Fixture.alice)?.failures == 3)
+        // Bytes that no longer parse are refused under the lock, whatever was read before.
+        var bytes = try Posix.read(f.userFile())
+        bytes[bytes.count - 2] = UInt8(ascii: "X")
+        try Posix.write(f.userFile(), bytes)
+        #expect(storeErrorKind { _ = try store.update(Fixture.alice) { $0?.failures } } == "corrupt")
+    }
+
     @Test("a planted temp-file symlink is not followed: the target stays untouched")
     func plantedTempSymlink() throws {
         let f = try StoreFixture()
