@@ -82,8 +82,10 @@ def sock_login(s: pam_bench.Setup, helper: Path, user: str, code: str) -> float:
     t = time.perf_counter()
     p = subprocess.Popen([helper, "--pam"], stdin=b, stdout=b, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
     b.close()
-    a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \ntty \n"
-               f"state_dir {s.state}\nconfig {s.config}\nconfig_required 0\ndebug 0\nend\n").encode())
+    # The header the module sends (docs/helper-protocol.md). Without its `account` line the
+    # static helper would hand the login to the dynamic one, as it must for an unknown account.
+    a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \n"
+               f"state_dir {s.state}\nconfig {s.config}\naccount {user}\nconfig_required 0\ndebug 0\ntimeout 30\nend\n").encode())
     buf = b""
     while True:
         data = a.recv(4096)
