@@ -397,20 +397,28 @@ public final class SecureDirectory: @unchecked Sendable {
 /// Reads at most `limit` bytes from `file`; one byte more is an error (the file grew).
 func readAll(_ file: Int32, path: String, limit: Int) throws(FileTrustError) -> [UInt8] {
     var result: [UInt8] = []
-    // The chunk is uninitialised stack memory: a zeroed 8 KiB heap buffer for each of the
-    // four files a login reads cost more instructions than reading them.
-    let failure: Int32 = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 8192) { chunk in
-        while true {
-            let n = retryingOnInterrupt { Glibc.read(file, chunk.baseAddress, chunk.count) }
-            if n < 0 { return errno }
-            if n == 0 { return 0 }
-            result.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[..<n]))
-            if result.count > limit { return -1 }
+    while true {
+        let n = appendRead(to: &result, capacity: 8192) { chunk, count in
+            retryingOnInterrupt { Glibc.read(file, chunk, count) }
         }
+        if n < 0 { throw .system(SystemError("read", path, errno: errno)) }
+        if n == 0 { return result }
+        if result.count > limit { throw .tooLarge(path, size: Int64(result.count), limit: limit) }
     }
-    if failure > 0 { throw .system(SystemError("read", path, errno: failure)) }
-    if failure < 0 { throw .tooLarge(path, size: Int64(result.count), limit: limit) }
-    return result
+}
+
+/// Makes one call of `read` (a `read` or `recv`) into an uninitialised stack chunk of
+/// `capacity` bytes and appends what it returned to `buffer`. Returns the call's result:
+/// the bytes appended, 0 at the end, or -1 with `errno` set. A zeroed heap buffer for each
+/// call cost a login more instructions than the reading itself.
+public func appendRead(
+    to buffer: inout [UInt8], capacity: Int, _ read: (UnsafeMutableRawPointer, Int) -> Int
+) -> Int {
+    withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 1) { chunk in
+        let n = read(chunk.baseAddress!, chunk.count)
+        if n > 0 { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[..<n])) }
+        return n
+    }
 }
 
 /// A held exclusive lock; released when closed or dropped.

@@ -66,12 +66,9 @@ struct ModuleChannel {
     /// Reads more bytes into the buffer; false at end of stream or on error.
     private mutating func fill() -> Bool {
         let fd = fd
-        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { chunk in
-            let n = retryingOnInterrupt { recv(fd, chunk.baseAddress, chunk.count, 0) }
-            guard n > 0 else { return false }
-            buffer.append(contentsOf: UnsafeBufferPointer(rebasing: chunk[..<n]))
-            return true
-        }
+        return appendRead(to: &buffer, capacity: 4096) { chunk, count in
+            retryingOnInterrupt { recv(fd, chunk, count, 0) }
+        } > 0
     }
 
     mutating func readLine() throws -> [UInt8] {
