@@ -74,8 +74,15 @@ let package = Package(
         // symbols are not exported (the static Swift runtime links with --exclude-libs ALL),
         // so the libcrypto.so.3 that libcurl (SMS) or libpq (a fleet's database) loads keeps to
         // itself.
+        // The helper's command line handed to the Swift runtime by glibc, not found by the
+        // runtime's own scan of /proc/self/maps at every start (arguments.c).
+        .target(name: "CHelperStart"),
         .executableTarget(
-            name: "WatchwordHelper", dependencies: ["WatchwordCore", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR"],
+            name: "WatchwordHelper",
+            dependencies: [
+                "WatchwordCore", "WatchwordSMS", "WatchwordPostgres", "WatchwordQR",
+                .target(name: "CHelperStart", condition: .when(platforms: [.linux])),
+            ],
             linkerSettings: [
                 .linkedLibrary(":libcrypto.a", .when(platforms: [.linux])),
                 .linkedLibrary("crypto", .when(platforms: [.macOS])),
