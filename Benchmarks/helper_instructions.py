@@ -26,17 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pam_bench as pb  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("build", nargs="?", default=os.environ.get("WATCHWORD_BUILD", str(pb.REPO / ".build" / "release")))
-    ap.add_argument("--top", type=int, default=0)
-    args = ap.parse_args()
+def valgrind_login(build: Path, tool: list[str]) -> str:
+    """Runs one correct TOTP login of BUILD's helper under valgrind with `tool` (its
+    --tool=... and options), as the module runs it, over a socket pair, on a private state
+    directory; returns valgrind's standard error. Exits when the login does not succeed."""
     with tempfile.TemporaryDirectory(dir=pb.bench_root()) as tmp:
-        s = pb.Setup(Path(tmp), 2, Path(args.build))
-        out = Path(tmp) / "callgrind.out"
+        s = pb.Setup(Path(tmp), 2, build)
         code = pb.stable_code()
         a, b = socket.socketpair()
-        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(s.helper), "--pam"],
+        p = subprocess.Popen(["valgrind", *tool, str(s.helper), "--pam"],
                              stdin=b, stdout=b, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
         b.close()
         a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser u1\nservice bench\nrhost \nstate_dir {s.state}\n"
@@ -49,6 +47,17 @@ def main() -> None:
         stderr = p.communicate()[1].decode()
         if p.returncode != 0 or b" success\n" not in received:
             sys.exit(f"the login did not succeed (exit {p.returncode}): {received!r}\n{stderr}")
+        return stderr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build", nargs="?", default=os.environ.get("WATCHWORD_BUILD", str(pb.REPO / ".build" / "release")))
+    ap.add_argument("--top", type=int, default=0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        stderr = valgrind_login(Path(args.build), ["--tool=callgrind", f"--callgrind-out-file={out}"])
         refs = re.search(r"refs:\s+([\d,]+)", stderr)
         print(f"instructions for one correct TOTP login: {refs.group(1) if refs else '?'}")
         if args.top:
