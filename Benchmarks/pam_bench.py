@@ -513,6 +513,25 @@ def finish(results: dict, args) -> None:
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
+    print(verdict(results["ratios"]), file=sys.stderr)
+
+
+def verdict(r: dict) -> str:
+    """The correct-code run against issue #18's targets, in words (standard error: standard
+    output stays JSON). The design floor shows how much of the distance to pam_permit any
+    helper that writes the state as the design says must pay on this machine."""
+    def check(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+    return (
+        f"watchword - pam_permit: {r['watchword_minus_floor_ms']:.2f} ms (target <= 2.0: "
+        f"{check(r['watchword_minus_floor_ms'] <= 2.0)}); the design floor alone: "
+        f"{r['design_floor_minus_floor_ms']:.2f} ms over pam_permit (one state write on this disk: "
+        f"{r['disk_atomic_write_ms']:.2f} ms); watchword - design floor: {r['watchword_minus_design_floor_ms']:.2f} ms\n"
+        f"watchword / google-authenticator: {r['watchword_over_google_authenticator']:.2f} (root-owned secrets), "
+        f"{r['watchword_over_google_authenticator_home']:.2f} (~/.google_authenticator; target <= 1.5: "
+        f"{check(r['watchword_over_google_authenticator_home'] <= 1.5)}); p99 / median: "
+        f"{r['watchword_p99_over_median']:.2f} (target <= 2: {check(r['watchword_p99_over_median'] <= 2.0)})"
+    )
 
 
 if __name__ == "__main__":
