@@ -66,6 +66,10 @@ let package = Package(
         // Test doubles shipped as a target of their own: a fake SMS provider.
         .target(name: "WatchwordTestDoubles", dependencies: ["WatchwordCore"]),
 
+        // The helper's command line handed to the Swift runtime by glibc, not found by the
+        // runtime's own scan of /proc/self/maps at every start (arguments.c).
+        .target(name: "CHelperStart"),
+
         // The verification helper run by pam_watchword.so. It starts on every login, so it
         // links libcrypto.a (libssl-dev) rather than libcrypto.so.3: only HMAC is used on the
         // login path, and the shared library's 3,400 symbol relocations and its pages cost
@@ -74,9 +78,6 @@ let package = Package(
         // symbols are not exported (the static Swift runtime links with --exclude-libs ALL),
         // so the libcrypto.so.3 that libcurl (SMS) or libpq (a fleet's database) loads keeps to
         // itself.
-        // The helper's command line handed to the Swift runtime by glibc, not found by the
-        // runtime's own scan of /proc/self/maps at every start (arguments.c).
-        .target(name: "CHelperStart"),
         .executableTarget(
             name: "WatchwordHelper",
             dependencies: [

@@ -82,19 +82,7 @@ def sock_login(s: pam_bench.Setup, helper: Path, user: str, code: str) -> float:
     t = time.perf_counter()
     p = subprocess.Popen([helper, "--pam"], stdin=b, stdout=b, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
     b.close()
-    # The header the module sends (docs/helper-protocol.md). Without its `account` line the
-    # static helper would hand the login to the dynamic one, as it must for an unknown account.
-    a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \n"
-               f"state_dir {s.state}\nconfig {s.config}\naccount {user}\nconfig_required 0\ndebug 0\ntimeout 30\nend\n").encode())
-    buf = b""
-    while True:
-        data = a.recv(4096)
-        if not data:
-            break
-        buf += data
-        if b"prompt " in buf and buf.endswith(b"\n") and b"result" not in buf:
-            a.sendall(f"answer {len(code)}\n{code}".encode())
-            buf = b""
+    pam_bench.helper_conversation(a, s, user, code)
     rc = p.wait()
     ms = (time.perf_counter() - t) * 1000
     a.close()

@@ -37,13 +37,7 @@ def valgrind_login(build: Path, tool: list[str]) -> str:
         p = subprocess.Popen(["valgrind", *tool, str(s.helper), "--pam"],
                              stdin=b, stdout=b, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
         b.close()
-        a.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser u1\nservice bench\nrhost \nstate_dir {s.state}\n"
-                   f"config {s.config}\naccount u1\nconfig_required 0\ndebug 0\ntimeout 30\nend\n").encode())
-        received = b""
-        while data := a.recv(4096):
-            received += data
-            if received.endswith(b"prompt Verification code: \n"):
-                a.sendall(f"answer {len(code)}\n{code}".encode())
+        received = pb.helper_conversation(a, s, "u1", code)
         stderr = p.communicate()[1].decode()
         if p.returncode != 0 or b" success\n" not in received:
             sys.exit(f"the login did not succeed (exit {p.returncode}): {received!r}\n{stderr}")

@@ -6,7 +6,7 @@
 install/build-deb.sh links the static helper with lld and this file
 (--symbol-ordering-file), so that what a login runs and touches sits together instead of
 across the 10 MiB program: each first touch of a page is a page fault, and the kernel maps
-code 64 KiB at a time around it (BENCHMARKS.md: page faults a login 145 -> 90). The file is
+code 64 KiB at a time around it (BENCHMARKS.md: page faults a login 145 -> 94). The file is
 a list of symbol names, functions first (callgrind: every function one correct TOTP login
 runs), then data (lackey: every variable it reads or writes in the program's data, in the
 order first touched). Only the order of the program changes, never what it does: a stale
@@ -38,18 +38,14 @@ DATA_SECTIONS = {".data", ".bss", ".data.rel.ro", ".data.rel.ro.local", ".rodata
 def functions(build: Path, tmp: Path) -> list[str]:
     out = tmp / "callgrind.out"
     hi.valgrind_login(build, ["--tool=callgrind", "--demangle=no", f"--callgrind-out-file={out}"])
-    names: dict[str, str] = {}
+    ordered: dict[str, None] = {}
     for line in out.read_text().splitlines():
         # "fn=(12) name" names function 12 the first time; later lines say "fn=(12)" only.
-        m = re.match(r"c?fn=\((\d+)\) (.+)$", line)
-        if m and m.group(1) not in names:
-            names[m.group(1)] = m.group(2).split("'")[0]  # "name'2": a recursion level
-    ordered: dict[str, None] = {}
-    for name in names.values():
-        if not name.startswith("0x"):
-            ordered[name] = None
+        m = re.match(r"c?fn=\(\d+\) (.+)$", line)
+        name = m.group(1).split("'")[0] if m else ""  # "name'2": a recursion level
+        if name and not name.startswith("0x"):
+            ordered.setdefault(name, None)
     return list(ordered)
-
 
 def data(build: Path, tmp: Path) -> list[str]:
     log = tmp / "lackey.log"

@@ -110,6 +110,23 @@ def stable_code() -> str:
     return totp()
 
 
+def helper_conversation(sock: socket.socket, s: "Setup", user: str, code: str) -> bytes:
+    """One login over the socket as pam_watchword.so drives the helper (docs/helper-protocol.md):
+    the module's header, then `code` for the helper's one prompt; returns all the helper sent.
+    The header's `account` line matters: without it the static helper hands the login to the
+    dynamic one, as it must for an account the module could not find."""
+    sock.sendall(("WATCHWORD 1\nnonce " + "ab" * 16 + f"\nuser {user}\nservice bench\nrhost \n"
+                  f"state_dir {s.state}\nconfig {s.config}\naccount {user}\nconfig_required 0\ndebug 0\n"
+                  "timeout 30\nend\n").encode())
+    received, answered = b"", False
+    while data := sock.recv(4096):
+        received += data
+        if not answered and received.endswith(b"\n") and received.split(b"\n")[-2].startswith(b"prompt "):
+            sock.sendall(f"answer {len(code)}\n{code}".encode())
+            answered = True
+    return received
+
+
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]

@@ -43,7 +43,7 @@ bin=$(swift build -c release --show-bin-path)
 # beside it as watchword-helper-dynamic (docs/helper-protocol.md, "Two builds").
 # Linked by lld (the toolchain's) in the order of install/watchword-helper.order: the
 # functions and data one login touches sit together, so a login faults in fewer pages
-# (145 -> 90 page faults, 0.15 ms; BENCHMARKS.md). The order changes where things are, not
+# (145 -> 94 page faults, 0.15 ms; BENCHMARKS.md). The order changes where things are, not
 # what the program does; names the build no longer has are skipped. Regenerate the file
 # with Benchmarks/helper_order.py when the login path changes.
 order=$PWD/install/watchword-helper.order

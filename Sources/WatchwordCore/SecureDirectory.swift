@@ -401,21 +401,22 @@ func readAll(_ file: Int32, path: String, limit: Int) throws(FileTrustError) -> 
         let n = appendRead(to: &result, capacity: 8192) { chunk, count in
             retryingOnInterrupt { Glibc.read(file, chunk, count) }
         }
-        if n < 0 { throw .system(SystemError("read", path, errno: errno)) }
+        if n < 0 { throw .system(SystemError("read", path, errno: Int32(-n))) }
         if n == 0 { return result }
         if result.count > limit { throw .tooLarge(path, size: Int64(result.count), limit: limit) }
     }
 }
 
 /// Makes one call of `read` (a `read` or `recv`) into an uninitialised stack chunk of
-/// `capacity` bytes and appends what it returned to `buffer`. Returns the call's result:
-/// the bytes appended, 0 at the end, or -1 with `errno` set. A zeroed heap buffer for each
-/// call cost a login more instructions than the reading itself.
+/// `capacity` bytes and appends what it returned to `buffer`. Returns the bytes appended,
+/// 0 at the end, or minus the call's `errno` (taken at once, before anything can change it).
+/// A zeroed heap buffer for each call cost a login more instructions than the reading itself.
 public func appendRead(
     to buffer: inout [UInt8], capacity: Int, _ read: (UnsafeMutableRawPointer, Int) -> Int
 ) -> Int {
     withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 1) { chunk in
         let n = read(chunk.baseAddress!, chunk.count)
+        if n < 0 { return -Int(errno) }
         if n > 0 { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[..<n])) }
         return n
     }
